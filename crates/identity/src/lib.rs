@@ -2,6 +2,20 @@
 //! workspace tokens) and exchanges CI-issued OIDC tokens for workspace tokens under the
 //! trust rules an operator set.
 
+mod discovery;
+mod error;
+mod exchange;
+mod glob;
+mod jwt;
+mod keys;
 mod principal;
 
+#[cfg(test)]
+mod exchange_tests;
+#[cfg(test)]
+mod test_issuer;
+
+pub use error::ExchangeError;
+pub use exchange::{ExchangedToken, OidcVerifier};
+pub use glob::subject_matches;
 pub use principal::{authenticate, format_unix, AuthError, Principal};

@@ -7,7 +7,12 @@ pub enum Principal {
     /// Holds the operator token: manages every workspace.
     Operator,
     /// Holds a workspace token: acts inside that workspace only.
-    Workspace { id: i64, name: String, subject: String, expires_at: Option<i64> },
+    Workspace {
+        id: i64,
+        name: String,
+        subject: String,
+        expires_at: Option<i64>,
+    },
 }
 
 impl Principal {
@@ -35,9 +40,13 @@ pub enum AuthError {
     Missing,
     #[error("token not recognised by this server: run `drydock auth exchange-oidc-token` again")]
     Unknown,
-    #[error("workspace token expired at {expired_at}: run `drydock auth exchange-oidc-token` again")]
+    #[error(
+        "workspace token expired at {expired_at}: run `drydock auth exchange-oidc-token` again"
+    )]
     Expired { expired_at: String },
-    #[error("this request needs the operator token (DRYDOCK_TOKEN, from the server's admin-token file)")]
+    #[error(
+        "this request needs the operator token (DRYDOCK_TOKEN, from the server's admin-token file)"
+    )]
     OperatorRequired,
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -60,7 +69,9 @@ pub async fn authenticate(db: &Db, token: &str) -> Result<Principal, AuthError> 
     let stored = db.lookup_token(token).await?.ok_or(AuthError::Unknown)?;
     if let Some(expires_at) = stored.expires_at {
         if expires_at <= now_unix() {
-            return Err(AuthError::Expired { expired_at: format_unix(expires_at) });
+            return Err(AuthError::Expired {
+                expired_at: format_unix(expires_at),
+            });
         }
     }
     match stored.kind {
@@ -82,7 +93,10 @@ mod tests {
     async fn expired_token_names_its_expiry() {
         let db = Db::open_in_memory().await.unwrap();
         db.create_workspace("acme").await.unwrap();
-        let token = db.issue_token(TokenKind::Workspace, Some("acme"), "s", Some(1)).await.unwrap();
+        let token = db
+            .issue_token(TokenKind::Workspace, Some("acme"), "s", Some(1))
+            .await
+            .unwrap();
         let err = authenticate(&db, &token).await.unwrap_err();
         let message = err.to_string();
         assert!(message.contains("1970-01-01T00:00:01Z"), "{message}");
@@ -93,7 +107,10 @@ mod tests {
     async fn workspace_token_is_confined_to_its_workspace() {
         let db = Db::open_in_memory().await.unwrap();
         db.create_workspace("acme").await.unwrap();
-        let token = db.issue_token(TokenKind::Workspace, Some("acme"), "s", None).await.unwrap();
+        let token = db
+            .issue_token(TokenKind::Workspace, Some("acme"), "s", None)
+            .await
+            .unwrap();
         let principal = authenticate(&db, &token).await.unwrap();
         assert!(principal.can_access_workspace("acme"));
         assert!(!principal.can_access_workspace("other"));
@@ -102,7 +119,13 @@ mod tests {
     #[tokio::test]
     async fn unknown_and_empty_tokens_are_rejected() {
         let db = Db::open_in_memory().await.unwrap();
-        assert!(matches!(authenticate(&db, "").await, Err(AuthError::Missing)));
-        assert!(matches!(authenticate(&db, "ddw_nope").await, Err(AuthError::Unknown)));
+        assert!(matches!(
+            authenticate(&db, "").await,
+            Err(AuthError::Missing)
+        ));
+        assert!(matches!(
+            authenticate(&db, "ddw_nope").await,
+            Err(AuthError::Unknown)
+        ));
     }
 }

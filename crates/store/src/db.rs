@@ -2,8 +2,8 @@ use std::path::Path;
 use std::str::FromStr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
 use sqlx::sqlite::SqliteSynchronous;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
 
 /// Errors from the metadata store.
 #[derive(Debug, thiserror::Error)]
@@ -31,7 +31,10 @@ impl Db {
     pub async fn open(path: &Path) -> Result<Db, StoreError> {
         let url = format!("sqlite://{}", path.display());
         let options = SqliteConnectOptions::from_str(&url)
-            .map_err(|source| StoreError::Open { path: path.display().to_string(), source })?
+            .map_err(|source| StoreError::Open {
+                path: path.display().to_string(),
+                source,
+            })?
             .create_if_missing(true)
             // WAL with synchronous=FULL: a committed transaction survives a crash or power loss.
             .journal_mode(SqliteJournalMode::Wal)
@@ -42,7 +45,10 @@ impl Db {
             .max_connections(8)
             .connect_with(options)
             .await
-            .map_err(|source| StoreError::Open { path: path.display().to_string(), source })?;
+            .map_err(|source| StoreError::Open {
+                path: path.display().to_string(),
+                source,
+            })?;
         sqlx::migrate!("./migrations").run(&pool).await?;
         Ok(Db { pool })
     }
@@ -51,7 +57,10 @@ impl Db {
     pub async fn open_in_memory() -> Result<Db, StoreError> {
         let options = SqliteConnectOptions::from_str("sqlite::memory:")?.foreign_keys(true);
         // One connection: every connection to ":memory:" would otherwise be its own database.
-        let pool = SqlitePoolOptions::new().max_connections(1).connect_with(options).await?;
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(options)
+            .await?;
         sqlx::migrate!("./migrations").run(&pool).await?;
         Ok(Db { pool })
     }
@@ -63,5 +72,8 @@ impl Db {
 
 /// Current time in whole seconds since the Unix epoch.
 pub fn now_unix() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
 }

@@ -59,12 +59,14 @@ impl Db {
             .execute(self.pool())
             .await;
         match result {
-            Ok(done) => {
-                Ok(Workspace { id: done.last_insert_rowid(), name: name.to_owned(), created_at })
-            }
-            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
-                Err(StoreError::Conflict(format!("workspace {name:?} already exists")))
-            }
+            Ok(done) => Ok(Workspace {
+                id: done.last_insert_rowid(),
+                name: name.to_owned(),
+                created_at,
+            }),
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => Err(StoreError::Conflict(
+                format!("workspace {name:?} already exists"),
+            )),
             Err(e) => Err(e.into()),
         }
     }
@@ -75,7 +77,11 @@ impl Db {
             .await?;
         Ok(rows
             .into_iter()
-            .map(|r| Workspace { id: r.get(0), name: r.get(1), created_at: r.get(2) })
+            .map(|r| Workspace {
+                id: r.get(0),
+                name: r.get(1),
+                created_at: r.get(2),
+            })
             .collect())
     }
 
@@ -84,7 +90,11 @@ impl Db {
             .bind(name)
             .fetch_optional(self.pool())
             .await?;
-        Ok(row.map(|r| Workspace { id: r.get(0), name: r.get(1), created_at: r.get(2) }))
+        Ok(row.map(|r| Workspace {
+            id: r.get(0),
+            name: r.get(1),
+            created_at: r.get(2),
+        }))
     }
 
     /// Looks up a workspace that must exist, with an error that says how to create it.
@@ -187,10 +197,25 @@ mod tests {
     #[test]
     fn workspace_names_follow_repository_rules() {
         for good in ["acme", "team-a", "a", "a.b_c-9"] {
-            assert!(validate_workspace_name(good).is_ok(), "{good} should be valid");
+            assert!(
+                validate_workspace_name(good).is_ok(),
+                "{good} should be valid"
+            );
         }
-        for bad in ["", "Acme", "-a", "a-", "a--b", "a/b", "a b", &"x".repeat(64)] {
-            assert!(validate_workspace_name(bad).is_err(), "{bad:?} should be invalid");
+        for bad in [
+            "",
+            "Acme",
+            "-a",
+            "a-",
+            "a--b",
+            "a/b",
+            "a b",
+            &"x".repeat(64),
+        ] {
+            assert!(
+                validate_workspace_name(bad).is_err(),
+                "{bad:?} should be invalid"
+            );
         }
     }
 
@@ -207,8 +232,12 @@ mod tests {
         let db = Db::open_in_memory().await.unwrap();
         db.create_workspace("acme").await.unwrap();
         db.create_workspace("other").await.unwrap();
-        db.add_trust_rule("acme", "https://issuer", "aud", "org:acme:*").await.unwrap();
-        db.add_trust_rule("other", "https://issuer", "aud", "org:other:*").await.unwrap();
+        db.add_trust_rule("acme", "https://issuer", "aud", "org:acme:*")
+            .await
+            .unwrap();
+        db.add_trust_rule("other", "https://issuer", "aud", "org:other:*")
+            .await
+            .unwrap();
         let acme = db.list_trust_rules(Some("acme")).await.unwrap();
         assert_eq!(acme.len(), 1);
         assert_eq!(acme[0].subject_pattern, "org:acme:*");

@@ -96,7 +96,11 @@ impl Db {
         Ok(row.map(|r| {
             let kind: String = r.get(0);
             StoredToken {
-                kind: if kind == "operator" { TokenKind::Operator } else { TokenKind::Workspace },
+                kind: if kind == "operator" {
+                    TokenKind::Operator
+                } else {
+                    TokenKind::Workspace
+                },
                 workspace: r.get(1),
                 workspace_id: r.get(2),
                 subject: r.get(3),
@@ -107,10 +111,11 @@ impl Db {
 
     /// Deletes tokens that expired more than `grace_secs` ago; returns how many.
     pub async fn purge_expired_tokens(&self, grace_secs: i64) -> Result<u64, StoreError> {
-        let done = sqlx::query("DELETE FROM api_tokens WHERE expires_at IS NOT NULL AND expires_at < ?")
-            .bind(now_unix() - grace_secs)
-            .execute(self.pool())
-            .await?;
+        let done =
+            sqlx::query("DELETE FROM api_tokens WHERE expires_at IS NOT NULL AND expires_at < ?")
+                .bind(now_unix() - grace_secs)
+                .execute(self.pool())
+                .await?;
         Ok(done.rows_affected())
     }
 
@@ -140,9 +145,16 @@ mod tests {
     async fn issued_token_is_found_by_value_only() {
         let db = Db::open_in_memory().await.unwrap();
         db.create_workspace("acme").await.unwrap();
-        let token = db.issue_token(TokenKind::Workspace, Some("acme"), "sub", Some(42)).await.unwrap();
+        let token = db
+            .issue_token(TokenKind::Workspace, Some("acme"), "sub", Some(42))
+            .await
+            .unwrap();
         assert!(token.starts_with("ddw_"));
-        let stored = db.lookup_token(&token).await.unwrap().expect("token is stored");
+        let stored = db
+            .lookup_token(&token)
+            .await
+            .unwrap()
+            .expect("token is stored");
         assert_eq!(stored.workspace.as_deref(), Some("acme"));
         assert_eq!(stored.expires_at, Some(42));
         assert!(db.lookup_token("ddw_other").await.unwrap().is_none());

@@ -1,0 +1,261 @@
+use std::future::Future;
+use std::os::unix::fs::PermissionsExt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use drydock_builder::{BuilderConfig, BuilderManager, RegistryTrust};
+use drydock_identity::OidcVerifier;
+use drydock_registry::{Registry, RegistryConfig};
+use drydock_store::Db;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+use tokio_util::task::TaskTracker;
+use tower::ServiceExt;
+use url::Url;
+
+use crate::operator_token::ensure_operator_token;
+use crate::state::{host_port, AppState};
+use crate::{ServerConfig, ServerError, TlsFiles};
+
+/// How often expired workspace tokens are deleted from the metadata store.
+const TOKEN_PURGE_INTERVAL: Duration = Duration::from_secs(3600);
+
+/// Runs the server until `shutdown` completes, then drains connections and tunnels for at most
+/// `config.drain_timeout` and stops the builders.
+pub async fn run(
+    config: ServerConfig,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServerError> {
+    prepare_data_dir(&config)?;
+    let db = Db::open(&config.data_dir.join("metadata.db")).await?;
+    let token_path = config.data_dir.join("admin-token");
+    if ensure_operator_token(&db, &token_path).await? {
+        tracing::info!(path = %token_path.display(), "operator token created");
+    }
+
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| ServerError::Bind {
+            address: config.listen.to_string(),
+            source,
+        })?;
+    let local = listener.local_addr().map_err(|source| ServerError::Bind {
+        address: config.listen.to_string(),
+        source,
+    })?;
+    let tls = config.tls.as_ref().map(load_tls).transpose()?;
+    let public_url = match &config.public_url {
+        Some(url) => url.clone(),
+        None => {
+            let scheme = if tls.is_some() { "https" } else { "http" };
+            Url::parse(&format!("{scheme}://{local}")).expect("a socket address forms a valid URL")
+        }
+    };
+    if public_url.host_str().is_none() {
+        return Err(ServerError::PublicUrl {
+            url: public_url.to_string(),
+            reason: "it has no host".into(),
+        });
+    }
+
+    let registry = Registry::new(
+        db.clone(),
+        RegistryConfig {
+            data_dir: config.data_dir.clone(),
+            public_url: public_url.clone(),
+        },
+    )
+    .await?;
+    let builders = BuilderManager::new(builder_config(&config, &public_url)).await?;
+    let oidc = OidcVerifier::new(oidc_http_client(&config)?);
+    let tunnels = TaskTracker::new();
+    let state = AppState {
+        db: db.clone(),
+        oidc,
+        builders: builders.clone(),
+        public_url: public_url.clone(),
+        token_lifetime: config.token_lifetime,
+        tunnels: tunnels.clone(),
+    };
+    let app = crate::api::router(state).merge(registry.router());
+    spawn_token_purge(db.clone());
+
+    if let Some(path) = &config.url_file {
+        write_url_file(path, &public_url)?;
+    }
+    tracing::info!(address = %local, public_url = %public_url, tls = tls.is_some(), "server listening");
+    let graceful = GracefulShutdown::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let (tcp, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(err) => {
+                    tracing::warn!(error = %err, "failed to accept a connection");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let _ = tcp.set_nodelay(true);
+        let app = app.clone();
+        let tls = tls.clone();
+        let watcher = graceful.watcher();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |request| app.clone().oneshot(request));
+            let builder = auto::Builder::new(TokioExecutor::new());
+            let result = match tls {
+                None => {
+                    let connection =
+                        builder.serve_connection_with_upgrades(TokioIo::new(tcp), service);
+                    watcher.watch(connection.into_owned()).await
+                }
+                Some(acceptor) => match acceptor.accept(tcp).await {
+                    Ok(stream) => {
+                        let connection =
+                            builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                        watcher.watch(connection.into_owned()).await
+                    }
+                    Err(err) => {
+                        tracing::debug!(%peer, error = %err, "TLS handshake failed");
+                        return;
+                    }
+                },
+            };
+            if let Err(err) = result {
+                tracing::debug!(%peer, error = %err, "connection ended with an error");
+            }
+        });
+    }
+
+    tracing::info!(
+        drain_secs = config.drain_timeout.as_secs(),
+        "shutting down: draining connections"
+    );
+    drop(listener);
+    tunnels.close();
+    let drained = tokio::time::timeout(config.drain_timeout, async {
+        graceful.shutdown().await;
+        tunnels.wait().await;
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!("drain timed out; closing the remaining connections");
+    }
+    builders.shutdown().await;
+    tracing::info!("server stopped");
+    Ok(())
+}
+
+/// Writes the URL atomically, so a reader never sees a partial line.
+fn write_url_file(path: &std::path::Path, url: &Url) -> Result<(), ServerError> {
+    let error = |source| ServerError::DataDir {
+        path: path.display().to_string(),
+        source,
+    };
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, format!("{}\n", url.as_str().trim_end_matches('/'))).map_err(error)?;
+    std::fs::rename(&tmp, path).map_err(error)
+}
+
+fn prepare_data_dir(config: &ServerConfig) -> Result<(), ServerError> {
+    let error = |source| ServerError::DataDir {
+        path: config.data_dir.display().to_string(),
+        source,
+    };
+    std::fs::create_dir_all(&config.data_dir).map_err(error)?;
+    std::fs::set_permissions(&config.data_dir, std::fs::Permissions::from_mode(0o700))
+        .map_err(error)?;
+    Ok(())
+}
+
+fn builder_config(config: &ServerConfig, public_url: &Url) -> BuilderConfig {
+    let https = public_url.scheme() == "https";
+    let mut registries = vec![RegistryTrust {
+        host: host_port(public_url),
+        http: !https,
+        ca_file: if https { config.ca_file.clone() } else { None },
+    }];
+    registries.extend(config.insecure_registries.iter().map(|host| RegistryTrust {
+        host: host.clone(),
+        http: true,
+        ca_file: None,
+    }));
+    BuilderConfig {
+        data_dir: config.data_dir.clone(),
+        buildkitd: config.buildkitd.clone(),
+        registries,
+        idle_timeout: config.builder_idle_timeout,
+        start_timeout: Duration::from_secs(60),
+    }
+}
+
+fn oidc_http_client(config: &ServerConfig) -> Result<reqwest::Client, ServerError> {
+    let mut builder = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .connect_timeout(Duration::from_secs(5))
+        // Discovery documents and key sets are fetched from the issuer itself, never elsewhere.
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent(concat!("drydock/", env!("CARGO_PKG_VERSION")));
+    if let Some(path) = &config.ca_file {
+        let pem = std::fs::read(path).map_err(|e| {
+            ServerError::HttpClient(format!("failed to read --ca-cert {}: {e}", path.display()))
+        })?;
+        let cert = reqwest::Certificate::from_pem(&pem).map_err(|e| {
+            ServerError::HttpClient(format!("invalid --ca-cert {}: {e}", path.display()))
+        })?;
+        builder = builder.add_root_certificate(cert);
+    }
+    builder
+        .build()
+        .map_err(|e| ServerError::HttpClient(e.to_string()))
+}
+
+fn load_tls(files: &TlsFiles) -> Result<TlsAcceptor, ServerError> {
+    let error = |reason: String| ServerError::Tls {
+        cert: files.cert.display().to_string(),
+        key: files.key.display().to_string(),
+        reason,
+    };
+    let cert_pem =
+        std::fs::read(&files.cert).map_err(|e| error(format!("reading the certificate: {e}")))?;
+    let key_pem = std::fs::read(&files.key).map_err(|e| error(format!("reading the key: {e}")))?;
+    let certs = rustls_pemfile::certs(&mut cert_pem.as_slice())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| error(format!("parsing the certificate: {e}")))?;
+    if certs.is_empty() {
+        return Err(error(
+            "the certificate file holds no PEM certificate".into(),
+        ));
+    }
+    let key = rustls_pemfile::private_key(&mut key_pem.as_slice())
+        .map_err(|e| error(format!("parsing the key: {e}")))?
+        .ok_or_else(|| error("the key file holds no PEM private key".into()))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut tls = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| error(e.to_string()))?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| error(e.to_string()))?;
+    tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(TlsAcceptor::from(Arc::new(tls)))
+}
+
+fn spawn_token_purge(db: Db) {
+    tokio::spawn(async move {
+        let mut interval = tokio::time::interval(TOKEN_PURGE_INTERVAL);
+        loop {
+            interval.tick().await;
+            match db.purge_expired_tokens(24 * 3600).await {
+                Ok(0) => {}
+                Ok(purged) => tracing::info!(purged, "deleted expired workspace tokens"),
+                Err(err) => tracing::warn!(error = %err, "failed to delete expired tokens"),
+            }
+        }
+    });
+}
