@@ -17,7 +17,7 @@ demo: setup build
 # The end-to-end tests start real servers, BuildKit daemons and registries; two at a time
 # keeps a 2-core machine from timing out BuildKit's QEMU-emulated arm64 steps.
 test: setup build
-	$(CARGO) test --workspace -- --test-threads=2
+	$(CARGO) test --workspace --no-fail-fast -- --test-threads=2
 
 lint:
 	$(CARGO) fmt --all -- --check

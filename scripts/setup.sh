@@ -106,6 +106,9 @@ check_machine() {
   [[ "$(dpkg --print-architecture)" == amd64 ]] ||
     fail "expected an amd64 machine, found $(dpkg --print-architecture)"
   command -v go >/dev/null || fail "go is not on PATH"
+  FIX="install the docker CLI (only the client is needed; no daemon runs)"
+  command -v docker >/dev/null || fail "docker is not on PATH"
+  command -v cargo >/dev/null || fail "cargo is not on PATH"
 }
 
 # --- Debian packages ---------------------------------------------------------------------------

@@ -68,7 +68,12 @@ fn two_platform_build_is_pushed_then_served_from_cache() {
         steps.len() >= 12,
         "expected the Dockerfile steps of two platforms in:\n{log}"
     );
-    let uncached: Vec<&Step> = steps.iter().filter(|s| !s.cached).collect();
+    // BuildKit reports a FROM as resolved rather than CACHED; it is served from cache when
+    // none of its layers had to be fetched or unpacked again.
+    let uncached: Vec<&Step> = steps
+        .iter()
+        .filter(|s| !s.cached && !(s.is_from() && !fetched_layers(&log, &s.id)))
+        .collect();
     assert!(
         uncached.is_empty(),
         "steps not served from cache: {uncached:?}\n{log}"
@@ -100,6 +105,24 @@ struct Step {
     id: String,
     name: String,
     cached: bool,
+}
+
+impl Step {
+    fn is_from(&self) -> bool {
+        self.name
+            .split("] ")
+            .nth(1)
+            .is_some_and(|instruction| instruction.starts_with("FROM "))
+    }
+}
+
+/// Whether step `id` downloaded or unpacked image layers (`#7 sha256:... 1.2MB / 1.2MB`,
+/// `#7 extracting sha256:...`).
+fn fetched_layers(log: &str, id: &str) -> bool {
+    let prefix = format!("{id} ");
+    log.lines()
+        .filter_map(|line| line.strip_prefix(&prefix))
+        .any(|rest| rest.starts_with("sha256:") || rest.starts_with("extracting"))
 }
 
 /// Finds the Dockerfile instruction steps in buildx's plain progress output
@@ -146,4 +169,17 @@ fn step_parser_reads_plain_progress() {
     assert_eq!(steps.len(), 2);
     assert!(steps[0].cached);
     assert!(!steps[1].cached);
+    assert!(!steps[0].is_from());
+}
+
+#[test]
+fn from_step_counts_as_cached_only_without_layer_fetches() {
+    let log = "#7 [linux/arm64 build 1/5] FROM 127.0.0.1:1/acme/busybox:latest@sha256:ab\n\
+               #7 resolve 127.0.0.1:1/acme/busybox:latest@sha256:ab 0.0s done\n#7 DONE 0.0s\n\
+               #8 [linux/amd64 build 1/5] FROM 127.0.0.1:1/acme/busybox:latest@sha256:ab\n\
+               #8 sha256:cd 1.2MB / 1.2MB 0.1s done\n#8 extracting sha256:cd 0.1s done\n";
+    let steps = dockerfile_steps(log);
+    assert!(steps.iter().all(Step::is_from));
+    assert!(!fetched_layers(log, "#7"));
+    assert!(fetched_layers(log, "#8"));
 }

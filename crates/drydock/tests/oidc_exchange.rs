@@ -27,13 +27,17 @@ fn untrusted_or_mismatched_tokens_are_rejected() {
         (
             "untrusted issuer",
             stranger.mint(json!({})),
-            vec!["no trust rule matched", &stranger.url[..], "acme"],
+            vec![
+                "no trust rule of workspace \"acme\" matched",
+                &stranger.url[..],
+                "acme",
+            ],
         ),
         (
             "non-matching subject",
             harness.issuer.mint(json!({ "organization": "evil" })),
             vec![
-                "no trust rule matched",
+                "no trust rule of workspace \"acme\" matched",
                 "organization:evil:pipeline:app",
                 "acme",
             ],

@@ -125,14 +125,24 @@ impl TokenAuthority {
 
     /// Formats the challenge of a 401, with a scope when a repository is involved.
     pub fn challenge(&self, repository: Option<&RepositoryName>) -> String {
-        let mut challenge = format!(
-            r#"Bearer realm="{}",service="{}""#,
-            self.realm, self.service
-        );
-        if let Some(repository) = repository {
-            challenge.push_str(&format!(r#",scope="repository:{repository}:pull,push""#));
+        match repository {
+            Some(repository) => {
+                self.challenge_with_scope(&format!("repository:{repository}:pull,push"))
+            }
+            None => format!(
+                r#"Bearer realm="{}",service="{}""#,
+                self.realm, self.service
+            ),
         }
-        challenge
+    }
+
+    /// Formats the challenge of a 401 asking for `scope`, which may list several scopes
+    /// separated by spaces, as the Docker token specification allows.
+    fn challenge_with_scope(&self, scope: &str) -> String {
+        format!(
+            r#"Bearer realm="{}",service="{}",scope="{scope}""#,
+            self.realm, self.service
+        )
     }
 
     /// Issues a token for `principal` holding `access`, valid for [`TOKEN_LIFETIME_SECS`] or
@@ -342,9 +352,30 @@ impl Caller {
         }
     }
 
-    /// Returns whether the caller may do `action` on `repository` now.
-    pub fn may(&self, repository: &RepositoryName, action: Action) -> bool {
-        self.may_reach(repository) && self.holds(repository, action)
+    /// Returns whether the caller may read `from` to mount a blob from it into `target`.
+    /// A registry token that lacks the pull scope for a repository its principal can reach
+    /// gets a 401 whose challenge names the scopes of both repositories. The client then
+    /// fetches a token that covers the mount and retries it.
+    pub fn may_mount_from(
+        &self,
+        authority: &TokenAuthority,
+        target: &RepositoryName,
+        from: &RepositoryName,
+    ) -> Result<bool, ApiError> {
+        if !self.may_reach(from) {
+            return Ok(false);
+        }
+        if self.holds(from, Action::Pull) {
+            return Ok(true);
+        }
+        let scope = format!("repository:{target}:pull,push repository:{from}:pull");
+        Err(ApiError::unauthorized(
+            format!(
+                "registry token lacks the pull scope for mount source {from:?}: fetch a token \
+                 with scope {scope}"
+            ),
+            &authority.challenge_with_scope(&scope),
+        ))
     }
 
     /// Checks that the caller may do `action` on `repository`: 403 `DENIED` when its
@@ -467,8 +498,11 @@ mod tests {
         let caller = authority.verify(&issued.token, None).unwrap();
         assert_eq!(caller.principal.workspace(), Some("acme"));
         let app = RepositoryName::parse("acme/app").unwrap();
-        assert!(caller.may(&app, Action::Pull));
-        assert!(!caller.may(&app, Action::Push));
+        assert!(caller.authorize(&authority, &app, Action::Pull).is_ok());
+        let push = caller
+            .authorize(&authority, &app, Action::Push)
+            .unwrap_err();
+        assert_eq!(push.code, ErrorCode::Unauthorized);
     }
 
     #[test]

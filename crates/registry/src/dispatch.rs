@@ -168,8 +168,12 @@ fn log_error(error: &ApiError) {
     let status = error.status.as_u16();
     if error.status.is_server_error() {
         tracing::error!(code, status, cause = ?error.cause, "{}", error.message);
-    } else if error.code == ErrorCode::Unauthorized {
-        // Every token exchange starts with a 401, so these are routine.
+    } else if matches!(
+        error.code,
+        ErrorCode::Unauthorized | ErrorCode::BlobUnknown | ErrorCode::ManifestUnknown
+    ) {
+        // Every token exchange starts with a 401, and clients check whether blobs and
+        // manifests exist before pushing them, so these are routine.
         tracing::debug!(code, status, "{}", error.message);
     } else {
         tracing::info!(code, status, "{}", error.message);

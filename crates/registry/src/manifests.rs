@@ -13,8 +13,8 @@ use crate::reference::{Digest, DigestHasher, Reference, RepositoryName};
 use crate::uploads::insert;
 use crate::Registry;
 
-/// Maximum accepted manifest size. The OCI distribution specification v1.1 ("Pushing
-/// Manifests") asks registries to accept manifests of at least 4 MiB.
+/// Maximum accepted manifest size. The OCI distribution specification, section "Pushing
+/// Manifests", expects registries to accept at least 4 MiB and to reject more with a 413.
 pub(crate) const MAX_MANIFEST_BYTES: usize = 4 * 1024 * 1024;
 
 /// Stores a manifest under a tag or a digest.

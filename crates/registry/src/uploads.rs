@@ -9,7 +9,7 @@ use axum::response::Response;
 use http::header::{CONTENT_LENGTH, LOCATION, RANGE};
 use http::{HeaderMap, StatusCode};
 
-use crate::auth::{Action, Caller};
+use crate::auth::Caller;
 use crate::error::{ApiError, ErrorCode};
 use crate::metadata;
 use crate::reference::{Digest, DigestHasher, RepositoryName};
@@ -51,16 +51,38 @@ pub(crate) async fn start(
     query: UploadQuery,
     body: Body,
 ) -> Result<Response, ApiError> {
-    // Only the operator can name a workspace that does not exist. Rejecting that here keeps
-    // the data of an upload that could never be linked out of the blob store.
+    require_workspace(registry, repository).await?;
+
+    if let (Some(mount), Some(from)) = (&query.mount, &query.from) {
+        let digest = Digest::parse(mount)?;
+        if let Some(response) = try_mount(registry, caller, repository, &digest, from).await? {
+            return Ok(response);
+        }
+    }
+
+    if let Some(digest) = &query.digest {
+        let digest = Digest::parse(digest)?;
+        return store_monolithic(registry, repository, &digest, body).await;
+    }
+
+    let inner = &registry.inner;
+    let id = uuid::Uuid::new_v4().hyphenated().to_string();
+    inner.uploads.create(&id).await?;
+    metadata::create_upload(&inner.db, &id, repository).await?;
+    tracing::debug!(upload = %id, "started a blob upload");
+    Ok(upload_response(StatusCode::ACCEPTED, repository, &id, 0))
+}
+
+/// Fails with `NAME_UNKNOWN` when the repository's workspace does not exist. Only the
+/// operator can name such a workspace, and checking before an upload keeps data that could
+/// never be linked out of the blob store.
+async fn require_workspace(
+    registry: &Registry,
+    repository: &RepositoryName,
+) -> Result<(), ApiError> {
     let workspace = repository.workspace();
-    if registry
-        .inner
-        .db
-        .workspace_by_name(workspace)
-        .await?
-        .is_none()
-    {
+    let found = registry.inner.db.workspace_by_name(workspace).await?;
+    if found.is_none() {
         return Err(ApiError::new(
             ErrorCode::NameUnknown,
             format!(
@@ -69,45 +91,37 @@ pub(crate) async fn start(
             ),
         ));
     }
-    if let (Some(mount), Some(from)) = (&query.mount, &query.from) {
-        let digest = Digest::parse(mount)?;
-        if let Some(response) = try_mount(registry, caller, repository, &digest, from).await? {
-            return Ok(response);
-        }
-    }
-    let inner = &registry.inner;
+    Ok(())
+}
+
+/// Stores a blob sent whole in the body of the `POST` that names its digest.
+async fn store_monolithic(
+    registry: &Registry,
+    repository: &RepositoryName,
+    digest: &Digest,
+    body: Body,
+) -> Result<Response, ApiError> {
+    tracing::Span::current().record("digest", digest.as_str());
+    let uploads = &registry.inner.uploads;
     let id = uuid::Uuid::new_v4().hyphenated().to_string();
-    if let Some(digest) = &query.digest {
-        let digest = Digest::parse(digest)?;
-        tracing::Span::current().record("digest", digest.as_str());
-        inner.uploads.create(&id).await?;
-        let _lock = inner.uploads.lock(&id)?;
-        let mut hasher = DigestHasher::new(digest.algorithm());
-        let size = match inner.uploads.append(&id, 0, body, Some(&mut hasher)).await {
-            Ok(size) => size,
-            Err(error) => {
-                inner.uploads.remove(&id).await;
-                return Err(error);
-            }
-        };
-        return finish(
-            registry,
-            repository,
-            &id,
-            &digest,
-            Some(hasher.finish()),
-            size,
-        )
-        .await;
-    }
-    inner.uploads.create(&id).await?;
-    metadata::create_upload(&inner.db, &id, repository).await?;
-    tracing::debug!(upload = %id, "started a blob upload");
-    Ok(upload_response(StatusCode::ACCEPTED, repository, &id, 0))
+    uploads.create(&id).await?;
+    let _lock = uploads.lock(&id)?;
+
+    let mut hasher = DigestHasher::new(digest.algorithm());
+    let size = match uploads.append(&id, 0, body, Some(&mut hasher)).await {
+        Ok(size) => size,
+        Err(error) => {
+            uploads.remove(&id).await;
+            return Err(error);
+        }
+    };
+    let computed = Some(hasher.finish());
+    finish(registry, repository, &id, digest, computed, size).await
 }
 
 /// Links `digest` from `from` into `repository` when the caller may pull from `from` and the
-/// blob is linked there. Returns `None` otherwise, so that a normal upload starts.
+/// blob is linked there. Returns `None` otherwise, so that a normal upload starts, or a 401
+/// when the caller's registry token only lacks the scope for `from`.
 async fn try_mount(
     registry: &Registry,
     caller: &Caller,
@@ -119,7 +133,7 @@ async fn try_mount(
     let Ok(from) = RepositoryName::parse(from) else {
         return Ok(None);
     };
-    if !caller.may(&from, Action::Pull) {
+    if !caller.may_mount_from(&registry.inner.auth, repository, &from)? {
         tracing::debug!(%from, "mount source not readable by the caller; starting an upload");
         return Ok(None);
     }

@@ -20,8 +20,12 @@ use crate::operator_token::ensure_operator_token;
 use crate::state::{host_port, AppState};
 use crate::{ServerConfig, ServerError, TlsFiles};
 
-/// How often expired workspace tokens are deleted from the metadata store.
-const TOKEN_PURGE_INTERVAL: Duration = Duration::from_secs(3600);
+/// How often expired tokens and abandoned uploads are deleted.
+const PURGE_INTERVAL: Duration = Duration::from_secs(3600);
+/// Expired tokens are kept this long so that `whoami` can still say when they expired.
+const EXPIRED_TOKEN_RETENTION: Duration = Duration::from_secs(24 * 3600);
+/// An upload session untouched this long is abandoned; its partial data is deleted.
+const STALE_UPLOAD_AGE: Duration = Duration::from_secs(24 * 3600);
 
 /// Runs the server until `shutdown` completes, then drains connections and tunnels for at most
 /// `config.drain_timeout` and stops the builders.
@@ -81,7 +85,7 @@ pub async fn run(
         tunnels: tunnels.clone(),
     };
     let app = crate::api::router(state).merge(registry.router());
-    spawn_token_purge(db.clone());
+    spawn_purges(db.clone(), registry.clone());
 
     if let Some(path) = &config.url_file {
         write_url_file(path, &public_url)?;
@@ -246,15 +250,24 @@ fn load_tls(files: &TlsFiles) -> Result<TlsAcceptor, ServerError> {
     Ok(TlsAcceptor::from(Arc::new(tls)))
 }
 
-fn spawn_token_purge(db: Db) {
+/// Deletes expired workspace tokens and abandoned registry uploads, once an interval.
+fn spawn_purges(db: Db, registry: Registry) {
     tokio::spawn(async move {
-        let mut interval = tokio::time::interval(TOKEN_PURGE_INTERVAL);
+        let mut interval = tokio::time::interval(PURGE_INTERVAL);
         loop {
             interval.tick().await;
-            match db.purge_expired_tokens(24 * 3600).await {
+            match db
+                .purge_expired_tokens(EXPIRED_TOKEN_RETENTION.as_secs() as i64)
+                .await
+            {
                 Ok(0) => {}
                 Ok(purged) => tracing::info!(purged, "deleted expired workspace tokens"),
                 Err(err) => tracing::warn!(error = %err, "failed to delete expired tokens"),
+            }
+            match registry.purge_stale_uploads(STALE_UPLOAD_AGE).await {
+                Ok(0) => {}
+                Ok(purged) => tracing::info!(purged, "deleted abandoned registry uploads"),
+                Err(err) => tracing::warn!(error = %err, "failed to delete abandoned uploads"),
             }
         }
     });

@@ -334,7 +334,7 @@ async fn print_server_builders(global: &GlobalArgs, credentials: &Credentials) {
                     "Server:  {} builder {}, {} connection(s)",
                     builder["platform"].as_str().unwrap_or("?"),
                     builder["state"].as_str().unwrap_or("?"),
-                    builder["active_connections"]
+                    builder["connections"]
                 );
             }
         }

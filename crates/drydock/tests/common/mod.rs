@@ -49,6 +49,20 @@ impl Process {
         self.child.id()
     }
 
+    /// Sends `signal` and waits up to `timeout` for the process to exit.
+    pub fn signal_and_wait(&mut self, signal: nix::sys::signal::Signal, timeout: Duration) -> bool {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, signal);
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if self.child.try_wait().ok().flatten().is_some() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        false
+    }
+
     fn stop(&mut self) {
         if self.child.try_wait().ok().flatten().is_some() {
             return;
@@ -164,9 +178,10 @@ impl Issuer {
 }
 
 /// Options for the server a test starts.
-#[derive(Default)]
+#[derive(Clone, Default)]
 pub struct ServerOptions {
     pub token_lifetime_secs: Option<u64>,
+    pub builder_idle_secs: Option<u64>,
     pub insecure_registries: Vec<String>,
 }
 
@@ -179,6 +194,53 @@ pub struct Harness {
     pub admin_token: String,
     pub issuer: Issuer,
     server: Process,
+    options: ServerOptions,
+}
+
+fn start_server(dir: &Path, options: &ServerOptions, log: &str) -> (Process, String) {
+    let url_file = dir.join("server-url");
+    let _ = std::fs::remove_file(&url_file);
+    let mut command = Command::new(bin("drydock"));
+    command
+        .args([
+            "server",
+            "--listen",
+            "127.0.0.1:0",
+            "--stop-on-stdin-close",
+            "--drain-secs",
+            "5",
+        ])
+        .arg("--data-dir")
+        .arg(dir.join("data"))
+        .arg("--url-file")
+        .arg(&url_file)
+        .env("DRYDOCK_LOG", "info,drydock_tunnel=debug");
+    if let Some(secs) = options.token_lifetime_secs {
+        command.args(["--token-lifetime-secs", &secs.to_string()]);
+    }
+    if let Some(secs) = options.builder_idle_secs {
+        command.args(["--builder-idle-secs", &secs.to_string()]);
+    }
+    for registry in &options.insecure_registries {
+        command.args(["--builder-insecure-registry", registry]);
+    }
+    let server = Process::spawn("drydock server", &mut command, dir.join(log));
+    let url = wait_for_file(&url_file, "drydock server", &server);
+    (server, url)
+}
+
+/// Whether a process is alive (a zombie awaiting its parent counts as exited).
+pub fn process_alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => {
+            let state = stat
+                .rsplit(')')
+                .next()
+                .and_then(|rest| rest.split_whitespace().next());
+            !matches!(state, Some("Z") | Some("X") | None)
+        }
+        Err(_) => false,
+    }
 }
 
 impl Harness {
@@ -192,34 +254,7 @@ impl Harness {
             .tempdir_in("/tmp")
             .unwrap();
         let issuer = Issuer::start(dir.path(), "issuer");
-        let url_file = dir.path().join("server-url");
-        let mut command = Command::new(bin("drydock"));
-        command
-            .args([
-                "server",
-                "--listen",
-                "127.0.0.1:0",
-                "--stop-on-stdin-close",
-                "--drain-secs",
-                "5",
-            ])
-            .arg("--data-dir")
-            .arg(dir.path().join("data"))
-            .arg("--url-file")
-            .arg(&url_file)
-            .env("DRYDOCK_LOG", "info,drydock_tunnel=debug");
-        if let Some(secs) = options.token_lifetime_secs {
-            command.args(["--token-lifetime-secs", &secs.to_string()]);
-        }
-        for registry in &options.insecure_registries {
-            command.args(["--builder-insecure-registry", registry]);
-        }
-        let server = Process::spawn(
-            "drydock server",
-            &mut command,
-            dir.path().join("server.log"),
-        );
-        let server_url = wait_for_file(&url_file, "drydock server", &server);
+        let (server, server_url) = start_server(dir.path(), &options, "server.log");
         let registry = server_url.trim_start_matches("http://").to_owned();
         let admin_token = std::fs::read_to_string(dir.path().join("data/admin-token"))
             .expect("server writes its operator token")
@@ -232,7 +267,22 @@ impl Harness {
             admin_token,
             issuer,
             server,
+            options,
         }
+    }
+
+    /// Stops the server with `signal`; returns whether it exited within `timeout`.
+    pub fn stop_server(&mut self, signal: nix::sys::signal::Signal, timeout: Duration) -> bool {
+        self.server.signal_and_wait(signal, timeout)
+    }
+
+    /// Starts a new server process on the same data folder (it gets a new port).
+    pub fn restart_server(&mut self) {
+        let (server, server_url) =
+            start_server(self.dir.path(), &self.options, "server-restarted.log");
+        self.server = server;
+        self.registry = server_url.trim_start_matches("http://").to_owned();
+        self.server_url = server_url;
     }
 
     pub fn server_log(&self) -> String {

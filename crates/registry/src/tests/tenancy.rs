@@ -2,7 +2,7 @@
 
 use http::{Method, StatusCode};
 
-use super::setup;
+use super::{setup, TestRegistry};
 use crate::reference::Digest;
 
 #[tokio::test]
@@ -180,30 +180,56 @@ async fn mount_needs_read_access_to_the_source() {
 }
 
 #[tokio::test]
-async fn mount_with_token_lacking_source_scope_starts_upload() {
+async fn mount_without_source_scope_gets_challenge() {
     let registry = setup().await;
     let digest = registry
         .push_blob(&registry.acme, "acme/app", b"mountable")
         .await;
-    let uri = "/auth/token?scope=repository:acme/copy:pull,push";
-    let token = registry
-        .call(&registry.acme, Method::GET, uri, &[], ())
-        .await
-        .json()["token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
     let mount = format!("/v2/acme/copy/blobs/uploads/?mount={digest}&from=acme/app");
+
+    let narrow = registry_token(&registry, &registry.acme, "repository:acme/copy:pull,push").await;
     let response = registry
-        .send(
-            Method::POST,
-            &mount,
-            Some(&format!("Bearer {token}")),
-            &[],
-            (),
-        )
+        .send(Method::POST, &mount, Some(&narrow), &[], ())
         .await;
-    assert_eq!(response.status, StatusCode::ACCEPTED);
+    assert_eq!(response.status, StatusCode::UNAUTHORIZED);
+    let challenge = response.header("www-authenticate");
+    assert!(
+        challenge.ends_with(r#"scope="repository:acme/copy:pull,push repository:acme/app:pull""#),
+        "{challenge}"
+    );
+
+    let scopes = "repository:acme/copy:pull,push%20repository:acme/app:pull";
+    let wide = registry_token(&registry, &registry.acme, scopes).await;
+    let response = registry
+        .send(Method::POST, &mount, Some(&wide), &[], ())
+        .await;
+    assert_eq!(response.status, StatusCode::CREATED);
+}
+
+#[tokio::test]
+async fn foreign_mount_source_starts_upload_with_registry_token() {
+    let registry = setup().await;
+    let digest = registry
+        .push_blob(&registry.acme, "acme/app", b"mountable")
+        .await;
+    let scopes = "repository:other/app:pull,push&scope=repository:acme/app:pull";
+    let bearer = registry_token(&registry, &registry.other, scopes).await;
+    let mount = format!("/v2/other/app/blobs/uploads/?mount={digest}&from=acme/app");
+    let response = registry
+        .send(Method::POST, &mount, Some(&bearer), &[], ())
+        .await;
+    assert_eq!(
+        response.status,
+        StatusCode::ACCEPTED,
+        "never a 401 or 403 that hints at acme"
+    );
+}
+
+/// Fetches a registry token for the query value `scopes` and formats it as a bearer value.
+async fn registry_token(registry: &TestRegistry, api_token: &str, scopes: &str) -> String {
+    let uri = format!("/auth/token?scope={scopes}");
+    let response = registry.call(api_token, Method::GET, &uri, &[], ()).await;
+    format!("Bearer {}", response.json()["token"].as_str().unwrap())
 }
 
 #[tokio::test]
