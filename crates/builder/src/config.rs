@@ -100,6 +100,10 @@ pub(crate) fn render_buildkitd_toml(platform: Platform, registries: &[RegistryTr
         if registry.http {
             toml.push_str("http = true\n");
             toml.push_str("insecure = true\n");
+        } else {
+            // Explicit, because BuildKit (v0.32) speaks plain HTTP to localhost and 127.0.0.1
+            // registries whose `http` is unset, even when they serve TLS.
+            toml.push_str("http = false\n");
         }
         if let Some(ca_file) = &registry.ca_file {
             let _ = writeln!(toml, "ca = [{}]", toml_string(&ca_file.to_string_lossy()));
@@ -191,7 +195,7 @@ mod tests {
         let parsed: toml::Table = toml.parse().unwrap();
 
         let registry = &parsed["registry"]["registry.internal:443"];
-        assert!(registry.get("http").is_none());
+        assert_eq!(registry["http"].as_bool(), Some(false));
         assert!(registry.get("insecure").is_none());
         let ca = registry["ca"].as_array().unwrap();
         assert_eq!(ca.len(), 1);

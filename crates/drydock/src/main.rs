@@ -41,7 +41,11 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(commands::dispatch(cli)) {
+    let result = runtime.block_on(commands::dispatch(cli));
+    // Dropping the runtime would wait for blocking reads such as the server's stdin watcher;
+    // once the command has returned there is nothing left worth waiting for.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(500));
+    match result {
         Ok(code) => code,
         Err(err) => {
             eprintln!("error: {err:#}");

@@ -51,7 +51,7 @@ pub async fn open_tunnel(
 
     let lease = state
         .builders
-        .acquire(&workspace, platform.clone())
+        .acquire(&workspace, platform)
         .await
         .map_err(|err| {
             tracing::error!(%workspace, %platform, error = %err, "failed to start builder");

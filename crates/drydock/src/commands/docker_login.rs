@@ -25,6 +25,12 @@ pub async fn run(global: &GlobalArgs) -> Result<ExitCode> {
     let json = serde_json::to_vec_pretty(&config).context("failed to encode docker config")?;
     write_atomic(&config_path, &json, 0o600)?;
 
+    if global.ca_cert.is_some() {
+        println!(
+            "Note: docker buildx fetches registry tokens with the system's trusted CAs, not \
+             --ca-cert; add that CA to the system trust store or export SSL_CERT_FILE."
+        );
+    }
     println!(
         "docker now authenticates to {} as workspace {} (credential helper {}, token expires at {}).",
         credentials.registry,

@@ -182,6 +182,8 @@ impl Issuer {
 pub struct ServerOptions {
     pub token_lifetime_secs: Option<u64>,
     pub builder_idle_secs: Option<u64>,
+    /// Serve HTTPS with a certificate from a private CA made for the test.
+    pub tls: bool,
     pub insecure_registries: Vec<String>,
 }
 
@@ -195,6 +197,12 @@ pub struct Harness {
     pub issuer: Issuer,
     server: Process,
     options: ServerOptions,
+}
+
+fn host_of(url: &str) -> String {
+    url.trim_start_matches("http://")
+        .trim_start_matches("https://")
+        .to_owned()
 }
 
 fn start_server(dir: &Path, options: &ServerOptions, log: &str) -> (Process, String) {
@@ -218,6 +226,15 @@ fn start_server(dir: &Path, options: &ServerOptions, log: &str) -> (Process, Str
     if let Some(secs) = options.token_lifetime_secs {
         command.args(["--token-lifetime-secs", &secs.to_string()]);
     }
+    if options.tls {
+        let tls = make_tls_files(dir);
+        command
+            .arg("--tls-cert")
+            .arg(&tls.cert)
+            .arg("--tls-key")
+            .arg(&tls.key)
+            .env("DRYDOCK_CA_CERT", &tls.ca);
+    }
     if let Some(secs) = options.builder_idle_secs {
         command.args(["--builder-idle-secs", &secs.to_string()]);
     }
@@ -227,6 +244,43 @@ fn start_server(dir: &Path, options: &ServerOptions, log: &str) -> (Process, Str
     let server = Process::spawn("drydock server", &mut command, dir.join(log));
     let url = wait_for_file(&url_file, "drydock server", &server);
     (server, url)
+}
+
+/// PEM files of a private CA and a server certificate it signed for 127.0.0.1.
+pub struct TlsFiles {
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// Creates (once per test folder) a private CA and a certificate for 127.0.0.1 signed by it.
+pub fn make_tls_files(dir: &Path) -> TlsFiles {
+    let tls_dir = dir.join("tls");
+    let files = TlsFiles {
+        ca: tls_dir.join("ca.pem"),
+        cert: tls_dir.join("cert.pem"),
+        key: tls_dir.join("key.pem"),
+    };
+    if files.key.exists() {
+        return files;
+    }
+    std::fs::create_dir_all(&tls_dir).unwrap();
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "Drydock test CA");
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let server_key = rcgen::KeyPair::generate().unwrap();
+    let server_params =
+        rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
+            .unwrap();
+    let cert = server_params.signed_by(&server_key, &ca, &ca_key).unwrap();
+    std::fs::write(&files.ca, ca.pem()).unwrap();
+    std::fs::write(&files.cert, cert.pem()).unwrap();
+    std::fs::write(&files.key, server_key.serialize_pem()).unwrap();
+    files
 }
 
 /// Whether a process is alive (a zombie awaiting its parent counts as exited).
@@ -255,7 +309,7 @@ impl Harness {
             .unwrap();
         let issuer = Issuer::start(dir.path(), "issuer");
         let (server, server_url) = start_server(dir.path(), &options, "server.log");
-        let registry = server_url.trim_start_matches("http://").to_owned();
+        let registry = host_of(&server_url);
         let admin_token = std::fs::read_to_string(dir.path().join("data/admin-token"))
             .expect("server writes its operator token")
             .trim()
@@ -281,7 +335,7 @@ impl Harness {
         let (server, server_url) =
             start_server(self.dir.path(), &self.options, "server-restarted.log");
         self.server = server;
-        self.registry = server_url.trim_start_matches("http://").to_owned();
+        self.registry = host_of(&server_url);
         self.server_url = server_url;
     }
 
@@ -299,9 +353,19 @@ impl Harness {
             .args(args)
             .env("DRYDOCK_SERVER", &self.server_url)
             .env("DRYDOCK_TOKEN", &self.admin_token)
+            .envs(self.ca_env())
             .env("DRYDOCK_CONFIG_DIR", self.dir.path().join("operator"))
             .output()
             .unwrap()
+    }
+
+    /// `DRYDOCK_CA_CERT` for clients when the server serves HTTPS.
+    fn ca_env(&self) -> Vec<(&'static str, PathBuf)> {
+        if self.options.tls {
+            vec![("DRYDOCK_CA_CERT", make_tls_files(self.dir.path()).ca)]
+        } else {
+            Vec::new()
+        }
     }
 
     /// Creates `workspace` and trusts the issuer for pipelines of organization `workspace`.
@@ -338,6 +402,7 @@ impl Harness {
             home,
             server_url: self.server_url.clone(),
             registry: self.registry.clone(),
+            ca_env: self.ca_env(),
         }
     }
 
@@ -377,6 +442,9 @@ impl Harness {
 impl Drop for Harness {
     fn drop(&mut self) {
         if std::thread::panicking() {
+            // Keep the data folder (builder logs, configs) for a look after the failure.
+            self.dir.disable_cleanup(true);
+            eprintln!("--- test folder kept at {} ---", self.dir.path().display());
             let log = self.server.log();
             let tail: Vec<&str> = log.lines().rev().take(60).collect();
             eprintln!("--- last lines of the server log ---");
@@ -392,6 +460,7 @@ pub struct Client {
     pub home: PathBuf,
     pub server_url: String,
     pub registry: String,
+    ca_env: Vec<(&'static str, PathBuf)>,
 }
 
 impl Client {
@@ -418,6 +487,10 @@ impl Client {
             .env("DRYDOCK_CONFIG_DIR", self.config_dir())
             .env("DOCKER_CONFIG", self.docker_config())
             .env_remove("DRYDOCK_TOKEN")
+            .envs(self.ca_env.iter().map(|(k, v)| (*k, v)))
+            // buildx fetches registry tokens for BuildKit with Go's default roots; a private
+            // CA reaches it as SSL_CERT_FILE, as the README tells users.
+            .envs(self.ca_env.iter().map(|(_, v)| ("SSL_CERT_FILE", v)))
             .stdin(Stdio::null());
         command
     }
