@@ -42,8 +42,8 @@ fn main() -> ExitCode {
         }
     };
     let result = runtime.block_on(commands::dispatch(cli));
-    // Dropping the runtime would wait for blocking reads such as the server's stdin watcher;
-    // once the command has returned there is nothing left worth waiting for.
+    // Dropping the runtime would wait for blocking reads such as the server's stdin watcher.
+    // Once the command has returned, nothing left is worth waiting for.
     runtime.shutdown_timeout(std::time::Duration::from_millis(500));
     match result {
         Ok(code) => code,

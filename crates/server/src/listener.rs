@@ -22,7 +22,7 @@ use crate::{ServerConfig, ServerError, TlsFiles};
 
 /// How often expired tokens and abandoned uploads are deleted.
 const PURGE_INTERVAL: Duration = Duration::from_secs(3600);
-/// Expired tokens are kept this long so that `whoami` can still say when they expired.
+/// Expired tokens are kept this long so that `whoami` can still report when they expired.
 const EXPIRED_TOKEN_RETENTION: Duration = Duration::from_secs(24 * 3600);
 /// An upload session untouched this long is abandoned; its partial data is deleted.
 const STALE_UPLOAD_AGE: Duration = Duration::from_secs(24 * 3600);

@@ -18,7 +18,7 @@ pub struct TunnelQuery {
 }
 
 /// Opens a tunnel from a client's proxy to its workspace's builder for one platform. The
-/// builder is started (or its lease taken) before the `101` answer, so a failure to start
+/// builder is started (or its lease taken) before the `101` response, so a failure to start
 /// reaches the client as an HTTP error with a message rather than a closed stream.
 pub async fn open_tunnel(
     State(state): State<AppState>,

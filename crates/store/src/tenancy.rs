@@ -97,7 +97,7 @@ impl Db {
         }))
     }
 
-    /// Looks up a workspace that must exist, with an error that says how to create it.
+    /// Looks up a workspace that must exist, with an error naming the command that creates it.
     pub async fn require_workspace(&self, name: &str) -> Result<Workspace, StoreError> {
         self.workspace_by_name(name).await?.ok_or_else(|| {
             StoreError::NotFound(format!(

@@ -6,7 +6,7 @@ use sqlx::Row;
 
 use crate::{now_unix, Db, StoreError};
 
-/// What an API token may do.
+/// Permission level of an API token.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TokenKind {
     /// Manages workspaces and trust rules; reads every repository.
@@ -37,7 +37,7 @@ pub struct StoredToken {
     pub kind: TokenKind,
     pub workspace: Option<String>,
     pub workspace_id: Option<i64>,
-    /// Who the token was issued to, such as the OIDC `sub` claim it was exchanged for.
+    /// Principal the token was issued to, such as the OIDC `sub` claim it was exchanged for.
     pub subject: String,
     pub expires_at: Option<i64>,
 }
@@ -82,7 +82,7 @@ impl Db {
         Ok(token)
     }
 
-    /// Looks a token up by its value. Expiry is the caller's to check, so that it can say
+    /// Looks a token up by its value. Expiry is left to the caller, so that it can report
     /// when the token expired.
     pub async fn lookup_token(&self, token: &str) -> Result<Option<StoredToken>, StoreError> {
         let row = sqlx::query(

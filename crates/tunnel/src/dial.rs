@@ -18,7 +18,7 @@ use crate::tls::{client_tls_config, TlsError};
 use crate::{TUNNEL_PATH, UPGRADE_PROTOCOL};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-/// Bound on the wait for the server's answer, which includes starting a cold builder.
+/// Maximum wait for the server's response, which includes starting a cold builder.
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(120);
 const MAX_ERROR_BODY: usize = 64 * 1024;
 
@@ -31,14 +31,14 @@ pub enum DialError {
     Tls(#[from] TlsError),
     #[error("failed to connect to the Drydock server at {address}: {reason}")]
     Connect { address: String, reason: String },
-    /// The server answered with an error status; `message` is its explanation.
+    /// The server returned an error status, explained by `message`.
     #[error("{message}")]
     Rejected { status: StatusCode, message: String },
     #[error("tunnel protocol error with {address}: {reason}")]
     Protocol { address: String, reason: String },
 }
 
-/// Where tunnels go: the server's URL and, for `https`, its TLS settings.
+/// Target of tunnels: the server's URL and, for `https`, its TLS settings.
 #[derive(Clone)]
 pub struct Endpoint {
     url: Url,

@@ -19,7 +19,7 @@ pub use tls::{client_tls_config, TlsError};
 /// Path of the tunnel endpoint on the server.
 pub const TUNNEL_PATH: &str = "/v1/tunnel/buildkit";
 
-/// Value of the `Upgrade` header that asks for a tunnel.
+/// Value of the `Upgrade` header that requests a tunnel.
 pub const UPGRADE_PROTOCOL: &str = "drydock-buildkit";
 
 /// Byte counts moved by [`splice`], from the tunnel to the builder and back.

@@ -203,7 +203,7 @@ fn check_node_name(name: &str) -> Result<()> {
     Ok(())
 }
 
-/// Whether `pid` is a running Drydock proxy (and not an unrelated process that reused the pid).
+/// Checks that `pid` is a running Drydock proxy, not an unrelated process that reused the pid.
 fn is_our_proxy(pid: u32) -> bool {
     std::fs::read(format!("/proc/{pid}/cmdline"))
         .map(|cmdline| {
