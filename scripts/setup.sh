@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs what the Drydock demo and tests need on a Debian 12 (amd64) machine, as root.
-# That is Debian packages, the Go tools under tools/go/ (BuildKit, buildx, the CNCF registry),
-# the binfmt_misc entry for linux/arm64 under QEMU, and static busybox root filesystems.
+# That is Debian packages, the Go tools under tools/go/, the binfmt_misc entry for linux/arm64
+# under QEMU, static busybox root filesystems, and the OCI conformance suite's test binary
+# (tools/go-test/conformance). The Go tools are BuildKit, buildx, the CNCF registry, and MinIO,
+# the S3 server that the S3 blob store tests run against.
 # Every step checks what is already in place and skips it, so a second run only reports "present".
 #
 # Environment:
@@ -33,6 +35,9 @@ declare -A GO_VERSION_VARIABLE=(
   ["github.com/docker/buildx"]="github.com/docker/buildx/version.Version"
   ["github.com/distribution/distribution/v3"]="github.com/distribution/distribution/v3/version.version"
   ["github.com/buildkite/agent/v3"]=""
+  # MinIO tags no semantic versions, so the pin is a pseudo-version. ReleaseTag is what
+  # `minio --version` prints.
+  ["github.com/minio/minio"]="github.com/minio/minio/cmd.ReleaseTag"
 )
 
 # Installed names for tool packages whose Go default name (the last path element without a
@@ -339,6 +344,42 @@ install_docker_buildx_plugin() {
   say "docker buildx plugin: installed at $plugin"
 }
 
+# --- OCI conformance suite ---------------------------------------------------------------------
+
+# The OCI distribution-spec conformance suite, which crates/drydock/tests/registry_conformance.rs
+# runs against a real server. Its version is pinned by tools/go-test/conformance/go.mod. It is a
+# test binary (`go test -c`) rather than a tool, so it lives outside tools/go/.
+CONFORMANCE_DIR="$REPO_DIR/tools/go-test/conformance"
+CONFORMANCE_PACKAGE="github.com/opencontainers/distribution-spec/conformance"
+CONFORMANCE_BIN="$BIN_DIR/oci-conformance.test"
+
+build_conformance_suite() {
+  step "oci conformance suite" \
+    "run 'GOTOOLCHAIN=local go test -c $CONFORMANCE_PACKAGE' in $CONFORMANCE_DIR and read its error"
+  export GOTOOLCHAIN=local
+
+  local version built
+  version="$(cd "$CONFORMANCE_DIR" && go list -m -f '{{.Version}}' "$CONFORMANCE_PACKAGE" \
+    2>>"$LOG_FILE")" || fail "cannot read the pinned version from $CONFORMANCE_DIR/go.mod"
+  # Go records the module version in the binary, so `go version -m` shows what it was built from.
+  built="$(go version -m "$CONFORMANCE_BIN" 2>/dev/null |
+    awk -v module="$CONFORMANCE_PACKAGE" '$1 == "mod" && $2 == module { print $3 }')" || true
+  if [[ -x "$CONFORMANCE_BIN" && "$built" == "$version" ]]; then
+    say "oci-conformance.test $version: present"
+    return 0
+  fi
+
+  local out
+  out="$(mktemp -d)"
+  # The suite prints its Version variable as the commit it tested with.
+  (cd "$CONFORMANCE_DIR" && quiet go test -c -trimpath \
+    -ldflags "-s -w -X $CONFORMANCE_PACKAGE.Version=$version" \
+    -o "$out/oci-conformance.test" "$CONFORMANCE_PACKAGE")
+  install -m 0755 "$out/oci-conformance.test" "$CONFORMANCE_BIN"
+  rm -rf "$out"
+  say "oci-conformance.test $version: installed in $BIN_DIR"
+}
+
 # --- Main --------------------------------------------------------------------------------------
 
 check_machine
@@ -352,5 +393,6 @@ for tool_dir in "$REPO_DIR"/tools/go/*/; do
   build_go_tool "${tool_dir%/}"
 done
 install_docker_buildx_plugin
+build_conformance_suite
 rm -f "$LOG_FILE"
 say "done; root filesystems are in $ROOTFS_DIR/{amd64,arm64}"

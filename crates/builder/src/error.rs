@@ -32,7 +32,7 @@ pub enum BuilderError {
     /// buildkitd could not be executed at all.
     #[error(
         "failed to run {program}: {source}; install buildkitd with scripts/setup.sh or set \
-         the buildkitd path in the server configuration"
+         the buildkitd path with `drydock server --buildkitd PATH`"
     )]
     Spawn {
         /// The executable that was run.

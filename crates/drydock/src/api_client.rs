@@ -16,11 +16,22 @@ pub struct ApiClient {
 
 impl ApiClient {
     pub fn new(server: &str, ca_cert: Option<&Path>, token: Option<String>) -> Result<ApiClient> {
-        let base = url::Url::parse(server).with_context(|| {
-            format!("invalid server URL {server:?}: pass --server like https://drydock.example.com")
-        })?;
-        if !matches!(base.scheme(), "http" | "https") {
-            bail!("invalid server URL {server:?}: the scheme must be http or https");
+        let base = match url::Url::parse(server) {
+            Ok(url) if matches!(url.scheme(), "http" | "https") && url.has_host() => url,
+            _ => {
+                let hint = if server.is_empty() || server.contains("://") {
+                    String::new()
+                } else {
+                    format!(" (for this server, perhaps http://{server})")
+                };
+                bail!("invalid server URL {server:?}: pass a URL such as https://drydock.example.com{hint}")
+            }
+        };
+        if base.path() != "/" {
+            bail!(
+                "invalid server URL {server:?}: it must not have a path; pass {}",
+                &base[..url::Position::BeforePath]
+            );
         }
         let mut builder = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(10))
@@ -77,7 +88,7 @@ impl ApiClient {
             .await
             .context("failed to read the server's response")?;
         if !status.is_success() {
-            bail!("{}", error_message(status, &bytes));
+            bail!("{}", error_message(status, &bytes, &url));
         }
         if bytes.is_empty() || status == StatusCode::NO_CONTENT {
             return serde_json::from_value(Value::Null)
@@ -88,13 +99,25 @@ impl ApiClient {
     }
 }
 
-fn error_message(status: StatusCode, body: &[u8]) -> String {
-    serde_json::from_slice::<Value>(body)
+/// The server's JSON error message, or the status and any plain-text body for other responses
+/// (a request rejected before Drydock's handlers, or a URL that is not a Drydock server).
+fn error_message(status: StatusCode, body: &[u8], url: &url::Url) -> String {
+    let json_message = serde_json::from_slice::<Value>(body)
         .ok()
-        .and_then(|v| {
-            v.pointer("/error/message")
+        .and_then(|value| {
+            value
+                .pointer("/error/message")
                 .and_then(|m| m.as_str())
                 .map(str::to_owned)
-        })
-        .unwrap_or_else(|| format!("the Drydock server answered {status}"))
+        });
+    if let Some(message) = json_message {
+        return message;
+    }
+    let text = String::from_utf8_lossy(body);
+    let text: String = text.trim().chars().take(300).collect();
+    if text.is_empty() {
+        format!("{url} returned {status}; is this a Drydock server?")
+    } else {
+        format!("{url} returned {status}: {text}")
+    }
 }

@@ -49,7 +49,7 @@ pub struct GlobalArgs {
 #[derive(Subcommand)]
 pub enum Command {
     /// Run the Drydock server: API, OCI registry and builder tunnel on one port.
-    Server(ServerArgs),
+    Server(Box<ServerArgs>),
     /// Operator commands; authenticate with the operator token in DRYDOCK_TOKEN.
     Admin {
         #[command(subcommand)]
@@ -106,6 +106,41 @@ pub struct ServerArgs {
     /// Shut down when standard input closes (for supervisors and tests that own the server).
     #[arg(long, hide = true)]
     pub stop_on_stdin_close: bool,
+    // Last, because its help heading also applies to the flags after it.
+    #[command(flatten)]
+    pub blob_store: BlobStoreArgs,
+}
+
+/// Blob storage settings of `drydock server`. S3 credentials come from the standard
+/// environment variables AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and AWS_SESSION_TOKEN.
+#[derive(Args, Debug)]
+#[command(next_help_heading = "Blob storage")]
+pub struct BlobStoreArgs {
+    /// Storage for registry blobs: `filesystem` (under --data-dir) or `s3`.
+    #[arg(long, value_enum, default_value_t = BlobStoreKind::Filesystem)]
+    pub blob_store: BlobStoreKind,
+    /// S3 bucket for blobs; required with --blob-store s3. It must exist.
+    #[arg(long, required_if_eq("blob_store", "s3"))]
+    pub s3_bucket: Option<String>,
+    /// Base URL of the S3 API, such as https://s3.us-east-1.amazonaws.com or
+    /// http://127.0.0.1:9000; required with --blob-store s3. Buckets are addressed path-style.
+    #[arg(long, required_if_eq("blob_store", "s3"))]
+    pub s3_endpoint: Option<url::Url>,
+    /// Region to sign S3 requests for, such as us-east-1; required with --blob-store s3.
+    #[arg(long, required_if_eq("blob_store", "s3"))]
+    pub s3_region: Option<String>,
+    /// Key prefix for blob objects in the bucket, such as drydock/prod.
+    #[arg(long)]
+    pub s3_prefix: Option<String>,
+    /// Allow an http:// S3 endpoint, which sends blobs unencrypted.
+    #[arg(long)]
+    pub s3_allow_http: bool,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BlobStoreKind {
+    Filesystem,
+    S3,
 }
 
 #[derive(Subcommand)]
@@ -125,7 +160,10 @@ pub enum AdminCommand {
 #[derive(Subcommand)]
 pub enum WorkspaceCommand {
     /// Create a workspace.
-    Create { name: String },
+    Create {
+        /// Workspace name: lowercase letters and digits, optionally separated by '-', '_' or '.'.
+        name: String,
+    },
     /// List workspaces.
     List,
 }
@@ -134,6 +172,7 @@ pub enum WorkspaceCommand {
 pub enum TrustCommand {
     /// Trust OIDC tokens from an issuer, for an audience, whose subject matches a pattern.
     Add {
+        /// Workspace the rule admits tokens into.
         #[arg(long)]
         workspace: String,
         /// Issuer URL, exactly as the token's `iss` claim (https://agent.buildkite.com).
@@ -149,6 +188,7 @@ pub enum TrustCommand {
     },
     /// List trust rules.
     List {
+        /// Only this workspace's rules.
         #[arg(long)]
         workspace: Option<String>,
     },
@@ -161,7 +201,8 @@ pub enum AuthCommand {
     /// Trade a CI-issued OIDC token for a workspace token and store it.
     ExchangeOidcToken {
         /// The OIDC token (for Buildkite: `buildkite-agent oidc request-token --audience AUD`).
-        #[arg(long)]
+        /// Prefer the environment variable: arguments are visible to other local users.
+        #[arg(long, env = crate::env::OIDC_TOKEN, hide_env_values = true)]
         token: String,
         /// Workspace to act for.
         #[arg(long, alias = "tenant_id", alias = "tenant-id")]
@@ -204,6 +245,7 @@ pub struct SetupArgs {
     /// Make the new builder docker buildx's default.
     #[arg(long = "use")]
     pub use_builder: bool,
+    /// Name of the buildx builder.
     #[arg(long, default_value = "drydock-remote")]
     pub name: String,
     /// Platforms to set up, one buildx node each.
@@ -213,12 +255,14 @@ pub struct SetupArgs {
 
 #[derive(Args)]
 pub struct NameArgs {
+    /// Name of the buildx builder.
     #[arg(long, default_value = "drydock-remote")]
     pub name: String,
 }
 
 #[derive(Args)]
 pub struct ProxyArgs {
+    /// Name of the buildx builder.
     #[arg(long, default_value = "drydock-remote")]
     pub name: String,
     #[arg(long, value_delimiter = ',', default_value = "linux/amd64,linux/arm64")]

@@ -99,3 +99,87 @@ fn builders_stop_when_idle_on_sigterm_and_after_a_crash() {
         "builder {running} outlived the server's SIGTERM"
     );
 }
+
+#[test]
+fn sigterm_lets_running_build_finish_and_push() {
+    let mut harness = Harness::start();
+    harness.create_workspace("acme");
+    let job = harness.ci_job("acme");
+    let base = job.build_base("acme", PLATFORM);
+
+    let context = harness.dir.path().join("slow");
+    std::fs::create_dir_all(&context).unwrap();
+    std::fs::write(
+        context.join("Dockerfile"),
+        format!("FROM {base}\nRUN sleep 6 && echo done > /slow.txt\n"),
+    )
+    .unwrap();
+    let reference = format!("{}/acme/slow:latest", harness.registry);
+    let mut build = job.docker_command(&[
+        "buildx",
+        "build",
+        "--builder",
+        common::BUILDER,
+        "--platform",
+        PLATFORM,
+        "--progress",
+        "plain",
+        "-t",
+        &reference,
+        "--push",
+        context.to_str().unwrap(),
+    ]);
+    let child = build
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+
+    // Stop the server while the RUN step sleeps; it must serve the push before exiting.
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(
+        harness.stop_server(Signal::SIGTERM, Duration::from_secs(60)),
+        "server did not stop on SIGTERM"
+    );
+    let output = child.wait_with_output().unwrap();
+    common::success(&output, "build running during shutdown");
+    let log = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        log.contains("pushing manifest"),
+        "the build did not push:\n{log}"
+    );
+}
+
+#[test]
+fn builder_start_failure_shows_in_buildx_output() {
+    let harness = Harness::start_with(ServerOptions {
+        buildkitd: Some("/nonexistent/buildkitd".into()),
+        ..Default::default()
+    });
+    harness.create_workspace("acme");
+    let job = harness.ci_job("acme");
+    let started = Instant::now();
+    let build = job.docker(&[
+        "buildx",
+        "build",
+        "--builder",
+        common::BUILDER,
+        "--platform",
+        PLATFORM,
+        common::repo_dir().join("examples/hello").to_str().unwrap(),
+    ]);
+    let message = common::failure(&build, "build without a working buildkitd");
+    assert!(
+        message.contains("/nonexistent/buildkitd"),
+        "buildx output lacks the cause:\n{message}"
+    );
+    assert!(
+        message.contains("--buildkitd"),
+        "buildx output lacks the fix:\n{message}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "the failure took {:?} to show",
+        started.elapsed()
+    );
+}

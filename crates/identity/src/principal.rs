@@ -38,7 +38,10 @@ impl Principal {
 pub enum AuthError {
     #[error("missing token: run `drydock auth exchange-oidc-token` to get a workspace token")]
     Missing,
-    #[error("token not recognised by this server: run `drydock auth exchange-oidc-token` again")]
+    #[error(
+        "token not recognised by this server: for builds, run `drydock auth exchange-oidc-token` \
+         again; for admin commands, set DRYDOCK_TOKEN to the server's DATA_DIR/admin-token"
+    )]
     Unknown,
     #[error(
         "workspace token expired at {expired_at}: run `drydock auth exchange-oidc-token` again"

@@ -99,22 +99,32 @@ impl BlobStore for FsBlobStore {
 /// durable. When `target` exists, its content is the same (same digest), so `staged` is
 /// dropped instead.
 fn commit_file(staged: &Path, target: &Path) -> io::Result<()> {
-    if target.exists() {
-        return std::fs::remove_file(staged);
-    }
     let parent = target
         .parent()
         .ok_or_else(|| io::Error::other("blob path has no parent"))?;
-    let created_parent = !parent.exists();
+    if target.exists() {
+        // A concurrent commit may have renamed the file without syncing its folder yet, and
+        // the caller records the blob as stored once this returns.
+        std::fs::remove_file(staged)?;
+        return sync_dir(parent);
+    }
+    // Folders this commit creates, deepest first. Each one's entry lives in its own parent,
+    // which must be synced too.
+    let mut created = Vec::new();
+    let mut missing = Some(parent);
+    while let Some(dir) = missing.filter(|dir| !dir.exists()) {
+        created.push(dir);
+        missing = dir.parent();
+    }
     std::fs::create_dir_all(parent)?;
     std::fs::File::open(staged)?.sync_all()?;
     // Concurrent commits of the same digest both rename files with identical content, and
     // rename replaces atomically, so readers see one complete copy either way.
     std::fs::rename(staged, target)?;
     sync_dir(parent)?;
-    if created_parent {
-        if let Some(grandparent) = parent.parent() {
-            sync_dir(grandparent)?;
+    for dir in created {
+        if let Some(dir_parent) = dir.parent() {
+            sync_dir(dir_parent)?;
         }
     }
     Ok(())

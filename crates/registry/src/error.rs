@@ -22,6 +22,21 @@ pub enum RegistryError {
     PurgeUploads(String),
     #[error("invalid registry public URL {url}: it needs a host, such as http://127.0.0.1:5000")]
     PublicUrl { url: String },
+    #[error("invalid S3 blob store settings: {reason}")]
+    S3Config { reason: String },
+    #[error("failed to set up the S3 client for bucket {bucket} at {endpoint}: {reason}")]
+    S3Client {
+        bucket: String,
+        endpoint: String,
+        reason: String,
+    },
+    #[error("failed to use the S3 bucket {bucket} at {endpoint}: {reason}; {fix}")]
+    S3Bucket {
+        bucket: String,
+        endpoint: String,
+        reason: String,
+        fix: String,
+    },
 }
 
 /// An error code of the OCI distribution specification, plus `UNKNOWN` for server faults.

@@ -16,6 +16,7 @@ mod manifests;
 mod metadata;
 mod reference;
 mod route;
+mod s3;
 mod staging;
 mod token;
 mod uploads;
@@ -34,6 +35,7 @@ use drydock_store::{now_unix, Db};
 pub use blob_store::{BlobReader, BlobStore, FsBlobStore};
 pub use error::{ErrorCode, RegistryError};
 pub use reference::{Algorithm, Digest};
+pub use s3::{S3BlobStore, S3Config, S3Credentials};
 
 use auth::TokenAuthority;
 use staging::UploadArea;

@@ -13,7 +13,7 @@ use crate::uploads::insert;
 use crate::Registry;
 
 /// Page size of a tag list when the client gives no `n`, and the largest `n` honoured.
-const MAX_TAGS_PER_PAGE: u32 = 1000;
+pub(crate) const MAX_TAGS_PER_PAGE: u32 = 1000;
 
 #[derive(Serialize)]
 struct TagList {

@@ -177,7 +177,7 @@ impl Digest {
     }
 
     /// Computes the sha256 digest of `bytes`.
-    pub(crate) fn sha256_of(bytes: &[u8]) -> Digest {
+    pub fn sha256_of(bytes: &[u8]) -> Digest {
         let mut hasher = DigestHasher::new(Algorithm::Sha256);
         hasher.update(bytes);
         hasher.finish()

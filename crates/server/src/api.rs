@@ -45,6 +45,7 @@ async fn info(State(state): State<AppState>) -> Json<Value> {
         "version": env!("CARGO_PKG_VERSION"),
         "public_url": state.public_url.as_str(),
         "registry": state.registry_host(),
+        "platforms": drydock_builder::Platform::SUPPORTED.iter().map(|p| p.to_string()).collect::<Vec<_>>(),
     }))
 }
 
@@ -175,6 +176,14 @@ fn validate_issuer(issuer: &str) -> Result<(), ApiError> {
             "{e}; pass the issuer URL exactly as the token's `iss` claim has it"
         ))
     })?;
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(invalid("it must not contain credentials"));
+    }
+    if is_link_local_host(&url) {
+        return Err(invalid(
+            "link-local addresses (such as cloud metadata services) are not issuers",
+        ));
+    }
     match url.scheme() {
         "https" => Ok(()),
         "http" if is_loopback_host(&url) => Ok(()),
@@ -182,6 +191,14 @@ fn validate_issuer(issuer: &str) -> Result<(), ApiError> {
             "plain http is accepted only for loopback issuers; use https",
         )),
         other => Err(invalid(&format!("scheme {other:?} is not https"))),
+    }
+}
+
+fn is_link_local_host(url: &url::Url) -> bool {
+    match url.host() {
+        Some(url::Host::Ipv4(ip)) => ip.is_link_local(),
+        Some(url::Host::Ipv6(ip)) => (ip.segments()[0] & 0xffc0) == 0xfe80,
+        _ => false,
     }
 }
 
@@ -249,5 +266,8 @@ mod tests {
         assert!(validate_issuer("http://localhost:8080").is_ok());
         assert!(validate_issuer("http://issuer.example").is_err());
         assert!(validate_issuer("not a url").is_err());
+        assert!(validate_issuer("https://user:pass@issuer.example").is_err());
+        assert!(validate_issuer("https://169.254.169.254").is_err());
+        assert!(validate_issuer("https://[fe80::1]").is_err());
     }
 }

@@ -2,6 +2,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use drydock_registry::S3Config;
 use url::Url;
 
 /// Certificate chain and private key (PEM files) for serving HTTPS.
@@ -11,12 +12,23 @@ pub struct TlsFiles {
     pub key: PathBuf,
 }
 
+/// Storage for the registry's blob contents.
+#[derive(Clone, Debug, Default)]
+pub enum BlobStoreConfig {
+    /// Files under `data_dir/blobs`.
+    #[default]
+    Filesystem,
+    /// Objects in an S3 bucket. Uploads are still staged under `data_dir/uploads`.
+    S3(Box<S3Config>),
+}
+
 /// Everything `drydock server` is configured with.
 #[derive(Clone, Debug)]
 pub struct ServerConfig {
     pub listen: SocketAddr,
     /// Metadata database, blobs, builder state and the operator token file live here.
     pub data_dir: PathBuf,
+    pub blob_store: BlobStoreConfig,
     /// Address clients and builders use; defaults to the listen address.
     pub public_url: Option<Url>,
     pub tls: Option<TlsFiles>,

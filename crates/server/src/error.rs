@@ -11,6 +11,16 @@ pub enum ServerError {
         path: String,
         source: std::io::Error,
     },
+    #[error(
+        "data directory {path} is in use by another drydock server (pid {pid}); stop it or \
+         pass another --data-dir"
+    )]
+    DataDirInUse { path: String, pid: String },
+    #[error("failed to write the URL file {path} (--url-file): {source}")]
+    UrlFile {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("failed to write the operator token file {path}: {source}")]
     OperatorToken {
         path: String,

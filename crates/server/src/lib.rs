@@ -9,6 +9,7 @@ mod operator_token;
 mod state;
 mod tunnel;
 
-pub use config::{ServerConfig, TlsFiles};
+pub use config::{BlobStoreConfig, ServerConfig, TlsFiles};
+pub use drydock_registry::{S3Config, S3Credentials};
 pub use error::ServerError;
 pub use listener::run;

@@ -10,6 +10,16 @@ use crate::ServerError;
 /// file is left alone, so restarts keep the operator's token.
 pub async fn ensure_operator_token(db: &Db, path: &Path) -> Result<bool, ServerError> {
     if path.exists() {
+        let token = std::fs::read_to_string(path).map_err(|source| ServerError::OperatorToken {
+            path: path.display().to_string(),
+            source,
+        })?;
+        if db.restore_operator_token(&token).await? {
+            tracing::warn!(
+                path = %path.display(),
+                "the metadata database did not know the operator token file; restored it"
+            );
+        }
         return Ok(false);
     }
     let token = db

@@ -1,3 +1,4 @@
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,6 +21,8 @@ pub struct AppState {
     pub token_lifetime: Duration,
     /// Open tunnels, so that shutdown can wait for them.
     pub tunnels: TaskTracker,
+    /// Set once shutdown starts: open tunnels finish, new ones are refused.
+    pub draining: Arc<AtomicBool>,
 }
 
 impl AppState {

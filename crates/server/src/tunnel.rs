@@ -44,6 +44,13 @@ pub async fn open_tunnel(
             "this endpoint needs `Upgrade: {UPGRADE_PROTOCOL}`; it is used by `drydock docker buildx setup`"
         )));
     }
+    if state.draining.load(std::sync::atomic::Ordering::SeqCst) {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "shutting_down",
+            "the Drydock server is shutting down; run the build again once it is back",
+        ));
+    }
     let platform: Platform = query
         .platform
         .parse()

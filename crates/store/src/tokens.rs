@@ -82,6 +82,20 @@ impl Db {
         Ok(token)
     }
 
+    /// Stores an operator token that already exists outside the database (the server's
+    /// admin-token file), so that a recreated database still accepts it.
+    pub async fn restore_operator_token(&self, token: &str) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "INSERT OR IGNORE INTO api_tokens (token_hash, kind, workspace_id, subject, created_at, expires_at)
+             VALUES (?, 'operator', NULL, 'operator', ?, NULL)",
+        )
+        .bind(hash_token(token.trim()))
+        .bind(now_unix())
+        .execute(self.pool())
+        .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
     /// Looks a token up by its value. Expiry is left to the caller, so that it can report
     /// when the token expired.
     pub async fn lookup_token(&self, token: &str) -> Result<Option<StoredToken>, StoreError> {

@@ -19,6 +19,7 @@ pub enum GrpcCode {
     Unauthenticated = 16,
     PermissionDenied = 7,
     InvalidArgument = 3,
+    FailedPrecondition = 9,
 }
 
 /// Serves an HTTP/2 (h2c) connection from a gRPC client by failing every call with `code`

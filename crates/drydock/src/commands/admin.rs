@@ -60,7 +60,7 @@ pub async fn trust(client: &ApiClient, command: TrustCommand) -> Result<ExitCode
             for rule in listed["trust_rules"].as_array().into_iter().flatten() {
                 println!(
                     "{:<6} {:<16} {:<40} {:<24} {}",
-                    rule["id"],
+                    rule["id"].as_i64().unwrap_or_default(),
                     rule["workspace"].as_str().unwrap_or_default(),
                     rule["issuer"].as_str().unwrap_or_default(),
                     rule["audience"].as_str().unwrap_or_default(),

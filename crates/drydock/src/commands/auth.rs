@@ -19,6 +19,13 @@ struct Exchanged {
 }
 
 pub async fn exchange(global: &GlobalArgs, oidc_token: &str, workspace: &str) -> Result<ExitCode> {
+    if oidc_token.trim().is_empty() {
+        anyhow::bail!(
+            "missing OIDC token: pass --token or set {} (for Buildkite: \
+             `buildkite-agent oidc request-token --audience AUD`)",
+            crate::env::OIDC_TOKEN
+        );
+    }
     let server = server_url(global)?;
     let dir = client_config_dir(global)?;
     let client = ApiClient::new(&server, global.ca_cert.as_deref(), None)?;

@@ -42,17 +42,17 @@ pub fn validate_platform(platform: &str) -> Result<()> {
 pub async fn setup(global: &GlobalArgs, args: SetupArgs) -> Result<ExitCode> {
     let config_dir = client_config_dir(global)?;
     let credentials = Credentials::load_valid(&config_dir)?;
+    let mut args = args;
+    dedupe(&mut args.platform);
     for platform in &args.platform {
         validate_platform(platform)?;
     }
     check_node_name(&args.name)?;
+    check_server_platforms(global, &credentials, &args.platform).await?;
     docker(&["buildx", "version"])
         .context("docker buildx is not available: install the docker CLI and its buildx plugin")?;
 
-    if let Some(record) = ProxyRecord::load(&config_dir, &args.name)? {
-        stop_proxy(&record).await;
-        ProxyRecord::remove(&config_dir, &args.name);
-    }
+    stop_recorded_proxy(&config_dir, &args.name).await;
     let run_dir = proxy_run_dir(&config_dir, &args.name);
     ensure_private_dir(&run_dir)?;
     let sockets: Vec<ProxySocket> = args
@@ -89,7 +89,7 @@ pub async fn setup(global: &GlobalArgs, args: SetupArgs) -> Result<ExitCode> {
     record.save(&config_dir)?;
     let paths: Vec<PathBuf> = sockets.iter().map(|s| s.path.clone()).collect();
     if !wait_for_sockets(&paths, PROXY_START_TIMEOUT).await {
-        stop_proxy(&record).await;
+        let _ = stop_proxy(&record).await;
         ProxyRecord::remove(&config_dir, &args.name);
         bail!(
             "the proxy did not accept connections within {}s; its log {} says:\n{}",
@@ -154,7 +154,7 @@ fn spawn_background_proxy(
 /// Creates the buildx builder: one `remote` node per platform, each pinned to its platform so
 /// buildx sends that platform's work to it.
 fn register_builder(name: &str, sockets: &[ProxySocket], use_builder: bool) -> Result<()> {
-    if docker(&["buildx", "inspect", name]).is_ok() {
+    if builder_registered(name) {
         docker(&["buildx", "rm", name])
             .with_context(|| format!("failed to replace buildx builder {name}"))?;
     }
@@ -192,6 +192,64 @@ fn docker(args: &[&str]) -> Result<String> {
     Ok(String::from_utf8_lossy(&output.stdout).into_owned())
 }
 
+/// Whether docker buildx has a builder `name`. It reads buildx's instance record rather than
+/// running `docker buildx inspect`, which would dial every node and so wake the builders.
+fn builder_registered(name: &str) -> bool {
+    super::docker_login::docker_config_dir()
+        .map(|dir| dir.join("buildx").join("instances").join(name).is_file())
+        .unwrap_or(false)
+}
+
+fn dedupe(platforms: &mut Vec<String>) {
+    let mut seen = std::collections::HashSet::new();
+    platforms.retain(|p| seen.insert(p.clone()));
+}
+
+/// Checks the requested platforms against those the server builds, so that a mistake shows
+/// at setup rather than at the first build.
+async fn check_server_platforms(
+    global: &GlobalArgs,
+    credentials: &Credentials,
+    platforms: &[String],
+) -> Result<()> {
+    let server = server_url(global).unwrap_or_else(|_| credentials.server.clone());
+    let client = ApiClient::new(&server, global.ca_cert.as_deref(), None)?;
+    let info: serde_json::Value = client.get("/v1/info").await?;
+    let supported: Vec<&str> = info["platforms"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|p| p.as_str())
+        .collect();
+    for platform in platforms {
+        if !supported.contains(&platform.as_str()) {
+            bail!(
+                "unsupported platform {platform:?}: the server at {server} builds {}",
+                supported.join(", ")
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Stops the proxy named in record `name`, if any, and returns the record. A corrupt record
+/// is removed with a warning, since it names no process to stop.
+async fn stop_recorded_proxy(config_dir: &Path, name: &str) -> Option<(ProxyRecord, bool)> {
+    match ProxyRecord::load(config_dir, name) {
+        Ok(Some(record)) => {
+            let was_running = stop_proxy(&record).await;
+            ProxyRecord::remove(config_dir, name);
+            Some((record, was_running))
+        }
+        Ok(None) => None,
+        Err(err) => {
+            eprintln!("warning: {err:#}; removing it");
+            ProxyRecord::remove(config_dir, name);
+            None
+        }
+    }
+}
+
 fn check_node_name(name: &str) -> Result<()> {
     let valid = name.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
         && name
@@ -213,8 +271,10 @@ fn is_our_proxy(pid: u32) -> bool {
         .unwrap_or(false)
 }
 
-async fn stop_proxy(record: &ProxyRecord) {
-    if is_our_proxy(record.pid) {
+/// Stops the recorded proxy if it still runs and removes its sockets; returns whether it ran.
+async fn stop_proxy(record: &ProxyRecord) -> bool {
+    let running = is_our_proxy(record.pid);
+    if running {
         let pid = Pid::from_raw(record.pid as i32);
         let _ = kill(pid, Signal::SIGTERM);
         let deadline = tokio::time::Instant::now() + PROXY_STOP_TIMEOUT;
@@ -228,6 +288,7 @@ async fn stop_proxy(record: &ProxyRecord) {
     for socket in &record.sockets {
         let _ = std::fs::remove_file(&socket.path);
     }
+    running
 }
 
 fn log_tail(path: &Path) -> String {
@@ -237,6 +298,7 @@ fn log_tail(path: &Path) -> String {
 }
 
 pub async fn status(global: &GlobalArgs, name: &str) -> Result<ExitCode> {
+    check_node_name(name)?;
     let config_dir = client_config_dir(global)?;
     let mut healthy = true;
 
@@ -292,12 +354,11 @@ pub async fn status(global: &GlobalArgs, name: &str) -> Result<ExitCode> {
         }
     }
 
-    match docker(&["buildx", "inspect", name]) {
-        Ok(_) => println!("Builder: {name} registered with docker buildx"),
-        Err(_) => {
-            healthy = false;
-            println!("Builder: {name} is not registered with docker buildx");
-        }
+    if builder_registered(name) {
+        println!("Builder: {name} registered with docker buildx");
+    } else {
+        healthy = false;
+        println!("Builder: {name} is not registered with docker buildx");
     }
 
     if let Ok(Some(credentials)) = Credentials::load(&config_dir) {
@@ -343,15 +404,27 @@ async fn print_server_builders(global: &GlobalArgs, credentials: &Credentials) {
 }
 
 pub async fn cleanup(global: &GlobalArgs, name: &str) -> Result<ExitCode> {
+    check_node_name(name)?;
     let config_dir = client_config_dir(global)?;
-    if let Some(record) = ProxyRecord::load(&config_dir, name)? {
-        stop_proxy(&record).await;
-        ProxyRecord::remove(&config_dir, name);
-        println!("Stopped the proxy (pid {}).", record.pid);
+    let mut cleaned = false;
+    if let Some((record, was_running)) = stop_recorded_proxy(&config_dir, name).await {
+        cleaned = true;
+        if was_running {
+            println!("Stopped the proxy (pid {}).", record.pid);
+        } else {
+            println!(
+                "Removed the record of proxy pid {}, which had already exited.",
+                record.pid
+            );
+        }
     }
-    if docker(&["buildx", "inspect", name]).is_ok() {
+    if builder_registered(name) {
         docker(&["buildx", "rm", name])?;
         println!("Removed buildx builder {name}.");
+        cleaned = true;
+    }
+    if !cleaned {
+        println!("Nothing to clean up: no proxy or buildx builder named {name}.");
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -19,7 +19,9 @@ pub async fn run(global: &GlobalArgs) -> Result<ExitCode> {
 
     let docker_dir = docker_config_dir()?;
     ensure_private_dir(&docker_dir)?;
-    let config_path = docker_dir.join("config.json");
+    // A symlinked config (for example into a dotfiles repository) is updated where it points.
+    let config_path = std::fs::canonicalize(docker_dir.join("config.json"))
+        .unwrap_or_else(|_| docker_dir.join("config.json"));
     let mut config = read_docker_config(&config_path)?;
     set_credential_helper(&mut config, &credentials.registry);
     let json = serde_json::to_vec_pretty(&config).context("failed to encode docker config")?;
@@ -42,7 +44,7 @@ pub async fn run(global: &GlobalArgs) -> Result<ExitCode> {
 }
 
 /// docker's config folder: `DOCKER_CONFIG`, else `~/.docker`.
-fn docker_config_dir() -> Result<PathBuf> {
+pub fn docker_config_dir() -> Result<PathBuf> {
     if let Some(dir) = std::env::var_os(env::DOCKER_CONFIG).filter(|v| !v.is_empty()) {
         return Ok(PathBuf::from(dir));
     }
@@ -73,6 +75,15 @@ fn read_docker_config(path: &Path) -> Result<Value> {
                     path.display()
                 );
             }
+            if value
+                .get("credHelpers")
+                .is_some_and(|helpers| !helpers.is_object())
+            {
+                bail!(
+                    "invalid docker config {}: \"credHelpers\" must be a JSON object; fix it, then run again",
+                    path.display()
+                );
+            }
             Ok(value)
         }
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(Value::Object(Map::new())),
@@ -87,9 +98,6 @@ fn set_credential_helper(config: &mut Value, registry: &str) {
     let helpers = object
         .entry("credHelpers")
         .or_insert_with(|| Value::Object(Map::new()));
-    if !helpers.is_object() {
-        *helpers = Value::Object(Map::new());
-    }
     helpers
         .as_object_mut()
         .expect("credHelpers is an object")

@@ -21,7 +21,7 @@ use crate::state::{config_dir, Credentials};
 pub async fn dispatch(cli: Cli) -> Result<ExitCode> {
     let global = cli.global;
     match cli.command {
-        Command::Server(args) => server::run(args).await,
+        Command::Server(args) => server::run(*args).await,
         Command::Admin { command } => {
             let client = operator_client(&global)?;
             match command {

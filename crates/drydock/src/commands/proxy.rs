@@ -14,7 +14,10 @@ use tokio::signal::unix::{signal, SignalKind};
 
 use super::client_config_dir;
 use crate::cli::{GlobalArgs, ProxyArgs};
-use crate::state::{ensure_private_dir, proxy_run_dir, socket_name, Credentials};
+use crate::state::{ensure_private_dir, proxy_run_dir, socket_name, Credentials, ProxyRecord};
+
+/// How often a background proxy checks that its record still names it.
+const RECORD_CHECK_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
 
 struct Proxy {
     config_dir: PathBuf,
@@ -52,12 +55,32 @@ pub async fn run(global: &GlobalArgs, args: ProxyArgs) -> Result<ExitCode> {
     tokio::select! {
         _ = terminate.recv() => {}
         _ = interrupt.recv() => {}
+        () = record_replaced(proxy.config_dir.clone(), args.name.clone()) => {
+            tracing::info!("proxy record removed or taken over by another proxy");
+        }
     }
     for path in &sockets {
         let _ = std::fs::remove_file(path);
     }
     tracing::info!("proxy stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+/// Completes once this process's proxy record has been removed or names another process,
+/// so that a proxy whose setup was cleaned up or replaced does not linger. A proxy run in the
+/// foreground, which has no record, never sees one and keeps running.
+async fn record_replaced(config_dir: PathBuf, name: String) {
+    let own_pid = std::process::id();
+    let mut seen_own_record = false;
+    loop {
+        tokio::time::sleep(RECORD_CHECK_INTERVAL).await;
+        let record = ProxyRecord::load(&config_dir, &name).ok().flatten();
+        match record {
+            Some(record) if record.pid == own_pid => seen_own_record = true,
+            _ if seen_own_record || !config_dir.exists() => return,
+            _ => {}
+        }
+    }
 }
 
 async fn accept_loop(proxy: Arc<Proxy>, listener: UnixListener, platform: String) {
@@ -124,7 +147,9 @@ impl Proxy {
                     401 => GrpcCode::Unauthenticated,
                     403 => GrpcCode::PermissionDenied,
                     400 => GrpcCode::InvalidArgument,
-                    _ => GrpcCode::Unavailable,
+                    // Not Unavailable: gRPC clients retry that code silently until their
+                    // deadline, so the server's explanation would never be shown.
+                    _ => GrpcCode::FailedPrecondition,
                 };
                 serve_grpc_error(stream, code, format!("drydock: {message}")).await
             }

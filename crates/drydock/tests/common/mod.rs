@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod image;
+pub mod registry_client;
 
 use std::io::Read;
 use std::os::unix::fs::PermissionsExt;
@@ -184,6 +185,8 @@ pub struct ServerOptions {
     pub builder_idle_secs: Option<u64>,
     /// Serve HTTPS with a certificate from a private CA made for the test.
     pub tls: bool,
+    /// Path given as `--buildkitd` instead of the installed one.
+    pub buildkitd: Option<String>,
     pub insecure_registries: Vec<String>,
 }
 
@@ -234,6 +237,9 @@ fn start_server(dir: &Path, options: &ServerOptions, log: &str) -> (Process, Str
             .arg("--tls-key")
             .arg(&tls.key)
             .env("DRYDOCK_CA_CERT", &tls.ca);
+    }
+    if let Some(path) = &options.buildkitd {
+        command.args(["--buildkitd", path]);
     }
     if let Some(secs) = options.builder_idle_secs {
         command.args(["--builder-idle-secs", &secs.to_string()]);
@@ -393,6 +399,25 @@ impl Harness {
         );
     }
 
+    /// Exchanges a token from the test issuer for a workspace token of `workspace`, which
+    /// [`Harness::create_workspace`] made, and returns the workspace token.
+    pub fn workspace_token(&self, workspace: &str) -> String {
+        let client = self.client(&format!("{workspace}-token"));
+        let oidc_token = self.issuer.mint(json!({ "organization": workspace }));
+        success(
+            &client.drydock(&[
+                "auth",
+                "exchange-oidc-token",
+                "--token",
+                &oidc_token,
+                "--workspace",
+                workspace,
+            ]),
+            "exchange",
+        );
+        client.token()
+    }
+
     /// A CI job's environment: its own drydock config folder and docker config.
     pub fn client(&self, name: &str) -> Client {
         let home = self.dir.path().join(format!("client-{name}"));
@@ -441,6 +466,21 @@ impl Harness {
 
 impl Drop for Harness {
     fn drop(&mut self) {
+        // Background proxies outlive the test process unless stopped here.
+        if let Ok(entries) = std::fs::read_dir(self.dir.path()) {
+            for entry in entries.flatten() {
+                let home = entry.path();
+                let is_client = entry.file_name().to_string_lossy().starts_with("client-");
+                if is_client && home.join("drydock/proxies").exists() {
+                    let _ = Command::new(bin("drydock"))
+                        .args(["docker", "buildx", "cleanup"])
+                        .env("DRYDOCK_CONFIG_DIR", home.join("drydock"))
+                        .env("DOCKER_CONFIG", home.join("docker"))
+                        .env("HOME", &home)
+                        .output();
+                }
+            }
+        }
         if std::thread::panicking() {
             // Keep the data folder (builder logs, configs) for a look after the failure.
             self.dir.disable_cleanup(true);
@@ -497,6 +537,13 @@ impl Client {
 
     pub fn drydock(&self, args: &[&str]) -> Output {
         self.command(bin("drydock")).args(args).output().unwrap()
+    }
+
+    /// A `docker ARGS` command in this job's environment, to spawn and wait for later.
+    pub fn docker_command(&self, args: &[&str]) -> Command {
+        let mut command = self.command("docker");
+        command.args(args);
+        command
     }
 
     pub fn docker(&self, args: &[&str]) -> Output {

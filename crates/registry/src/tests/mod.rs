@@ -3,6 +3,7 @@
 
 mod auth_flow;
 mod blob_uploads;
+mod edge_cases;
 mod manifest_api;
 mod tenancy;
 
