@@ -76,7 +76,7 @@ OIDC_TOKEN="$(curl -fsS -X POST -H 'content-type: application/json' \
   "$ISSUER/token" | python3 -c 'import json, sys; print(json.load(sys.stdin)["token"])')"
 
 say "CI step: drydock auth exchange-oidc-token"
-drydock auth exchange-oidc-token --token "$OIDC_TOKEN" --workspace acme
+DRYDOCK_OIDC_TOKEN="$OIDC_TOKEN" drydock auth exchange-oidc-token --workspace acme
 
 say "CI step: drydock docker buildx setup --background --use"
 drydock docker buildx setup --background --use

@@ -203,7 +203,7 @@ pub enum AuthCommand {
         /// The OIDC token (for Buildkite: `buildkite-agent oidc request-token --audience AUD`).
         /// Prefer the environment variable: arguments are visible to other local users.
         #[arg(long, env = crate::env::OIDC_TOKEN, hide_env_values = true)]
-        token: String,
+        token: Option<String>,
         /// Workspace to act for.
         #[arg(long, alias = "tenant_id", alias = "tenant-id")]
         workspace: String,

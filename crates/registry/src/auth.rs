@@ -389,17 +389,17 @@ impl Caller {
         if !self.may_reach(repository) {
             let message = match self.principal.workspace() {
                 Some(own) => format!(
-                    "workspace {own:?} may not access repository {repository:?}: a workspace \
+                    "workspace {own:?} may not access repository \"{repository}\": a workspace \
                      token reaches only repositories under {own}/"
                 ),
-                None => format!("access to repository {repository:?} denied"),
+                None => format!("access to repository \"{repository}\" denied"),
             };
             return Err(ApiError::new(ErrorCode::Denied, message));
         }
         if !self.holds(repository, action) {
             return Err(ApiError::unauthorized(
                 format!(
-                    "registry token lacks the scope for repository {repository:?}: fetch a \
+                    "registry token lacks the scope for repository \"{repository}\": fetch a \
                      token with scope repository:{repository}:pull,push"
                 ),
                 &authority.challenge(Some(repository)),

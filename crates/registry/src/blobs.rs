@@ -111,7 +111,7 @@ pub(crate) async fn delete(
 fn blob_unknown(repository: &RepositoryName, digest: &Digest) -> ApiError {
     ApiError::new(
         ErrorCode::BlobUnknown,
-        format!("blob {digest} not found in repository {repository:?}"),
+        format!("blob {digest} not found in repository \"{repository}\""),
     )
     .with_detail(serde_json::json!({ "digest": digest.as_str() }))
 }

@@ -52,7 +52,7 @@ pub(crate) async fn tags(
         .ok_or_else(|| {
             ApiError::new(
                 ErrorCode::NameUnknown,
-                format!("repository {repository:?} not found; push an image to create it"),
+                format!("repository \"{repository}\" not found; push an image to create it"),
             )
         })?;
     let has_more = tags.len() > limit as usize;

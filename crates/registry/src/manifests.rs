@@ -124,7 +124,7 @@ async fn check_references(
                     ErrorCode::ManifestBlobUnknown,
                     format!(
                         "manifest refers to blob {first}, which is not in repository \
-                         {repository:?}; push the blob before the manifest"
+                         \"{repository}\"; push the blob before the manifest"
                     ),
                 )
                 .with_detail(serde_json::json!({ "digests": missing })));
@@ -138,7 +138,7 @@ async fn check_references(
                     ErrorCode::ManifestUnknown,
                     format!(
                         "index refers to manifest {first}, which is not in repository \
-                         {repository:?}; push it before the index"
+                         \"{repository}\"; push it before the index"
                     ),
                 )
                 .with_status(StatusCode::BAD_REQUEST)
@@ -210,6 +210,6 @@ pub(crate) async fn delete(
 fn manifest_unknown(repository: &RepositoryName, reference: &Reference) -> ApiError {
     ApiError::new(
         ErrorCode::ManifestUnknown,
-        format!("manifest {reference} not found in repository {repository:?}"),
+        format!("manifest {reference} not found in repository \"{repository}\""),
     )
 }

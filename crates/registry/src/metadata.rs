@@ -61,7 +61,7 @@ async fn ensure_repository(
             Err(ApiError::new(
                 ErrorCode::NameUnknown,
                 format!(
-                    "workspace {workspace:?} of repository {repository:?} not found; an \
+                    "workspace {workspace:?} of repository \"{repository}\" not found; an \
                      operator creates it with `drydock admin workspace create {workspace}`"
                 ),
             ))

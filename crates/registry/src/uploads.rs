@@ -86,7 +86,7 @@ async fn require_workspace(
         return Err(ApiError::new(
             ErrorCode::NameUnknown,
             format!(
-                "workspace {workspace:?} of repository {repository:?} not found; an operator \
+                "workspace {workspace:?} of repository \"{repository}\" not found; an operator \
                  creates it with `drydock admin workspace create {workspace}`"
             ),
         ));
@@ -244,7 +244,7 @@ async fn session_size(
         .ok_or_else(|| {
             ApiError::new(
                 ErrorCode::BlobUploadUnknown,
-                format!("upload {id} not found in repository {repository:?}; start a new upload"),
+                format!("upload {id} not found in repository \"{repository}\"; start a new upload"),
             )
         })
 }

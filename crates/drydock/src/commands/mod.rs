@@ -31,7 +31,7 @@ pub async fn dispatch(cli: Cli) -> Result<ExitCode> {
         }
         Command::Auth { command } => match command {
             AuthCommand::ExchangeOidcToken { token, workspace } => {
-                auth::exchange(&global, &token, &workspace).await
+                auth::exchange(&global, token.as_deref().unwrap_or_default(), &workspace).await
             }
             AuthCommand::Status => auth::status(&global).await,
         },
