@@ -48,6 +48,7 @@ pub struct BuilderStatus {
     /// Leases currently held, one per client connection.
     pub connections: usize,
     /// When the builder last became idle, while it runs without connections.
+    #[serde(serialize_with = "serialize_unix_secs")]
     pub idle_since: Option<SystemTime>,
     /// Unix socket that buildkitd serves on.
     pub socket: PathBuf,
@@ -321,4 +322,18 @@ fn builder_state_dirs(builders_dir: &Path) -> Vec<PathBuf> {
         }
     }
     dirs
+}
+
+/// Writes a time as whole seconds since the Unix epoch, the form the rest of the API uses.
+fn serialize_unix_secs<S: serde::Serializer>(
+    time: &Option<SystemTime>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    let secs = time
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map(|d| d.as_secs());
+    match secs {
+        Some(secs) => serializer.serialize_some(&secs),
+        None => serializer.serialize_none(),
+    }
 }
