@@ -103,6 +103,10 @@ pub struct ServerArgs {
     /// Write the public URL to this file once listening (handy with port 0).
     #[arg(long)]
     pub url_file: Option<PathBuf>,
+    /// Seconds a registry blob, blob link or manifest must go untouched before garbage
+    /// collection may delete it, so that pushes in progress keep what they uploaded.
+    #[arg(long, default_value_t = 3600)]
+    pub registry_gc_grace_secs: u64,
     /// Shut down when standard input closes (for supervisors and tests that own the server).
     #[arg(long, hide = true)]
     pub stop_on_stdin_close: bool,
@@ -155,6 +159,28 @@ pub enum AdminCommand {
         #[command(subcommand)]
         command: TrustCommand,
     },
+    /// Collect registry garbage and show storage usage per workspace.
+    Registry {
+        #[command(subcommand)]
+        command: RegistryCommand,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum RegistryCommand {
+    /// Delete manifests no tag reaches and the blobs only they used, and report what was freed.
+    Gc {
+        /// Report what would be freed without deleting anything.
+        #[arg(long)]
+        dry_run: bool,
+        /// Grace period in seconds for this run. It may only be shorter than the server's
+        /// --registry-gc-grace-secs; 0 collects everything unreachable, including blobs a
+        /// push in progress has just uploaded, so use it only when nothing pushes.
+        #[arg(long)]
+        grace_secs: Option<u64>,
+    },
+    /// Show repositories, manifests, tags, distinct blobs and bytes per workspace.
+    Usage,
 }
 
 #[derive(Subcommand)]

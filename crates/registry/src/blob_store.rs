@@ -31,6 +31,10 @@ pub trait BlobStore: Send + Sync + 'static {
     /// The file is consumed. Storing a digest that is already present
     /// succeeds and keeps the stored copy.
     fn commit<'a>(&'a self, digest: &'a Digest, staged: &'a Path) -> BoxFuture<'a, io::Result<()>>;
+
+    /// Deletes a stored blob. Deleting a digest that is not stored succeeds. The garbage
+    /// collector calls this only for digests it has just removed from the metadata database.
+    fn delete<'a>(&'a self, digest: &'a Digest) -> BoxFuture<'a, io::Result<()>>;
 }
 
 /// Blobs in a local folder, at `ROOT/<algorithm>/<first two hex digits>/<hex>`.
@@ -91,6 +95,16 @@ impl BlobStore for FsBlobStore {
             tokio::task::spawn_blocking(move || commit_file(&staged, &target))
                 .await
                 .map_err(io::Error::other)?
+        })
+    }
+
+    fn delete<'a>(&'a self, digest: &'a Digest) -> BoxFuture<'a, io::Result<()>> {
+        Box::pin(async move {
+            match tokio::fs::remove_file(self.path_of(digest)).await {
+                Ok(()) => Ok(()),
+                Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(()),
+                Err(error) => Err(error),
+            }
         })
     }
 }
@@ -178,5 +192,19 @@ mod tests {
             assert!(!staged.exists(), "{name} is consumed");
         }
         assert_eq!(store.size(&digest).await.unwrap(), Some(4));
+    }
+
+    #[tokio::test]
+    async fn deleted_blob_is_gone_and_deleting_again_succeeds() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FsBlobStore::new(dir.path().join("blobs"));
+        let staged = dir.path().join("staged");
+        std::fs::write(&staged, b"gone").unwrap();
+        let digest = Digest::sha256_of(b"gone");
+        store.commit(&digest, &staged).await.unwrap();
+
+        store.delete(&digest).await.unwrap();
+        assert_eq!(store.size(&digest).await.unwrap(), None);
+        store.delete(&digest).await.unwrap();
     }
 }

@@ -20,6 +20,11 @@ pub enum RegistryError {
     SigningKey(#[source] drydock_store::StoreError),
     #[error("failed to remove stale uploads: {0}")]
     PurgeUploads(String),
+    #[error("failed to {action} in the registry metadata database: {source}")]
+    Metadata {
+        action: &'static str,
+        source: sqlx::Error,
+    },
     #[error("invalid registry public URL {url}: it needs a host, such as http://127.0.0.1:5000")]
     PublicUrl { url: String },
     #[error("invalid S3 blob store settings: {reason}")]

@@ -10,6 +10,7 @@ mod blob_store;
 mod blobs;
 mod dispatch;
 mod error;
+mod gc;
 mod listing;
 mod manifest_doc;
 mod manifests;
@@ -34,6 +35,7 @@ use drydock_store::{now_unix, Db};
 
 pub use blob_store::{BlobReader, BlobStore, FsBlobStore};
 pub use error::{ErrorCode, RegistryError};
+pub use gc::{GcReport, WorkspaceFreed, WorkspaceUsage};
 pub use reference::{Algorithm, Digest};
 pub use s3::{S3BlobStore, S3Config, S3Credentials};
 
@@ -65,6 +67,9 @@ pub(crate) struct Inner {
     pub blobs: Arc<dyn BlobStore>,
     pub uploads: UploadArea,
     pub auth: TokenAuthority,
+    /// Held shared by every write that adds a blob or a manifest, from its checks to its
+    /// commit, and exclusively by the garbage collector's sweep (see the `gc` module).
+    pub push_lock: tokio::sync::RwLock<()>,
 }
 
 impl Registry {
@@ -114,6 +119,7 @@ impl Registry {
             blobs,
             uploads: UploadArea::new(uploads_dir),
             auth: TokenAuthority::new(&key, realm, service),
+            push_lock: tokio::sync::RwLock::new(()),
         };
         Ok(Registry {
             inner: Arc::new(inner),

@@ -49,6 +49,9 @@ pub(crate) async fn put(
         .get(CONTENT_TYPE)
         .and_then(|value| value.to_str().ok());
     let parsed = manifest_doc::parse(&content, content_type)?;
+    // Shared from the reference check to the commit, so that garbage collection cannot
+    // delete a referenced blob or child manifest in between.
+    let shared = registry.inner.push_lock.read().await;
     check_references(registry, repository, &parsed).await?;
 
     let tag = match &reference {
@@ -63,6 +66,7 @@ pub(crate) async fn put(
         artifact_type: parsed.artifact_type.as_deref(),
     };
     metadata::put_manifest(&registry.inner.db, repository, &manifest, tag).await?;
+    drop(shared);
     tracing::info!(reference = %reference, media_type = %parsed.media_type, "stored a manifest");
 
     let mut response = Response::new(Body::empty());

@@ -81,8 +81,9 @@ pub(crate) async fn link_blob(
     let now = now_unix();
     let mut tx = db.pool().begin().await?;
     sqlx::query(
-        "INSERT INTO registry_blobs (digest, size, created_at) VALUES (?, ?, ?)
-         ON CONFLICT (digest) DO NOTHING",
+        "INSERT INTO registry_blobs (digest, size, created_at, touched_at)
+         VALUES (?1, ?2, ?3, ?3)
+         ON CONFLICT (digest) DO UPDATE SET touched_at = excluded.touched_at",
     )
     .bind(digest.as_str())
     .bind(size as i64)
@@ -91,8 +92,9 @@ pub(crate) async fn link_blob(
     .await?;
     let repository_id = ensure_repository(&mut tx, repository).await?;
     sqlx::query(
-        "INSERT INTO registry_blob_links (repository_id, digest, created_at) VALUES (?, ?, ?)
-         ON CONFLICT DO NOTHING",
+        "INSERT INTO registry_blob_links (repository_id, digest, created_at, touched_at)
+         VALUES (?1, ?2, ?3, ?3)
+         ON CONFLICT (repository_id, digest) DO UPDATE SET touched_at = excluded.touched_at",
     )
     .bind(repository_id)
     .bind(digest.as_str())
@@ -153,9 +155,8 @@ pub(crate) async fn unlinked_blobs(
 }
 
 /// Removes a blob's link from `repository`; returns whether it was linked. The blob's
-/// content stays in the blob store, where other repositories may link it.
-// NOTE: no garbage collector exists yet, so content linked from no repository stays in the
-// blob store, and its `registry_blobs` row stays too.
+/// content stays in the blob store, where other repositories may link it, until the garbage
+/// collector finds it linked from no repository.
 pub(crate) async fn unlink_blob(
     db: &Db,
     repository: &RepositoryName,
@@ -187,9 +188,10 @@ pub(crate) async fn put_manifest(
     sqlx::query(
         "INSERT INTO registry_manifests
              (repository_id, digest, media_type, content, subject_digest, artifact_type,
-              created_at)
-         VALUES (?, ?, ?, ?, ?, ?, ?)
-         ON CONFLICT (repository_id, digest) DO UPDATE SET media_type = excluded.media_type",
+              created_at, touched_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7)
+         ON CONFLICT (repository_id, digest)
+         DO UPDATE SET media_type = excluded.media_type, touched_at = excluded.touched_at",
     )
     .bind(repository_id)
     .bind(manifest.digest.as_str())

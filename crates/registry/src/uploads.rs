@@ -138,6 +138,7 @@ async fn try_mount(
         return Ok(None);
     }
     let db = &registry.inner.db;
+    let _shared = registry.inner.push_lock.read().await;
     let Some(size) = metadata::linked_blob_size(db, &from, digest).await? else {
         return Ok(None);
     };
@@ -336,6 +337,9 @@ async fn finish(
         )
         .with_detail(serde_json::json!({"expected": digest.as_str(), "actual": actual.as_str()})));
     }
+    // Held until the link commits, so that garbage collection cannot delete the content
+    // between the store finding a copy and the link recording it.
+    let _shared = inner.push_lock.read().await;
     if let Err(error) = inner.blobs.commit(digest, &inner.uploads.path(id)).await {
         inner.uploads.remove(id).await;
         metadata::delete_upload(&inner.db, id).await?;

@@ -510,3 +510,28 @@ async fn bucket_check_names_bucket_endpoint_and_fix() {
     assert!(unreachable.contains("did not respond"), "{unreachable}");
     assert!(unreachable.contains("--s3-endpoint"), "{unreachable}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleted_blob_object_is_gone_and_others_stay() {
+    let served = serve().await;
+    let mut digests = Vec::new();
+    for content in [b"first blob".as_slice(), b"second blob".as_slice()] {
+        let digest = Digest::sha256_of(content);
+        let staged = served.data.path().join("staged");
+        std::fs::write(&staged, content).unwrap();
+        served.store.commit(&digest, &staged).await.unwrap();
+        digests.push(digest);
+    }
+
+    served.store.delete(&digests[0]).await.unwrap();
+
+    let remaining = served.objects().await;
+    assert_eq!(remaining.len(), 1, "{remaining:?}");
+    assert_eq!(remaining[0].0, expected_key(digests[1].as_str()));
+    assert_eq!(served.store.size(&digests[0]).await.unwrap(), None);
+    served
+        .store
+        .delete(&digests[0])
+        .await
+        .expect("deleting a missing blob succeeds");
+}

@@ -27,6 +27,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/admin/trust-rules/{id}", delete(remove_trust_rule))
         .route("/v1/builders", get(list_builders))
         .route(drydock_tunnel::TUNNEL_PATH, get(crate::tunnel::open_tunnel))
+        .merge(crate::registry_admin::routes())
         .with_state(state)
 }
 

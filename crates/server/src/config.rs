@@ -44,4 +44,7 @@ pub struct ServerConfig {
     pub drain_timeout: Duration,
     /// When set, the public URL is written here once the server listens (useful with port 0).
     pub url_file: Option<PathBuf>,
+    /// Registry blobs, links and manifests touched more recently than this survive garbage
+    /// collection, because a push in progress may still refer to them.
+    pub registry_gc_grace: Duration,
 }

@@ -6,6 +6,7 @@ mod config;
 mod error;
 mod listener;
 mod operator_token;
+mod registry_admin;
 mod state;
 mod tunnel;
 

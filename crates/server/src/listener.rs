@@ -81,6 +81,8 @@ pub async fn run(
         token_lifetime: config.token_lifetime,
         tunnels: tunnels.clone(),
         draining: draining.clone(),
+        registry: registry.clone(),
+        gc_grace: config.registry_gc_grace,
     };
     let app = crate::api::router(state).merge(registry.router());
     spawn_purges(db.clone(), registry.clone());

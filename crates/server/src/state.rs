@@ -5,6 +5,7 @@ use std::time::Duration;
 use axum::http::{header, HeaderMap};
 use drydock_builder::BuilderManager;
 use drydock_identity::{authenticate, OidcVerifier, Principal};
+use drydock_registry::Registry;
 use drydock_store::Db;
 use tokio_util::task::TaskTracker;
 use url::Url;
@@ -23,6 +24,9 @@ pub struct AppState {
     pub tunnels: TaskTracker,
     /// Set once shutdown starts: open tunnels finish, new ones are refused.
     pub draining: Arc<AtomicBool>,
+    pub registry: Registry,
+    /// Registry rows touched more recently than this survive garbage collection.
+    pub gc_grace: Duration,
 }
 
 impl AppState {

@@ -4,6 +4,7 @@ mod buildx;
 pub mod credential_helper;
 mod docker_login;
 mod proxy;
+mod registry_admin;
 mod server;
 
 use std::path::PathBuf;
@@ -27,6 +28,7 @@ pub async fn dispatch(cli: Cli) -> Result<ExitCode> {
             match command {
                 AdminCommand::Workspace { command } => admin::workspace(&client, command).await,
                 AdminCommand::Trust { command } => admin::trust(&client, command).await,
+                AdminCommand::Registry { command } => registry_admin::run(&client, command).await,
             }
         }
         Command::Auth { command } => match command {

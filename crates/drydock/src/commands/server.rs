@@ -29,6 +29,7 @@ pub async fn run(args: ServerArgs) -> Result<ExitCode> {
         insecure_registries: args.insecure_registries,
         drain_timeout: Duration::from_secs(args.drain_secs),
         url_file: args.url_file,
+        registry_gc_grace: Duration::from_secs(args.registry_gc_grace_secs),
     };
     let mut terminate = signal(SignalKind::terminate()).context("failed to watch SIGTERM")?;
     let mut interrupt = signal(SignalKind::interrupt()).context("failed to watch SIGINT")?;

@@ -263,6 +263,16 @@ impl BlobStore for S3BlobStore {
             Ok(())
         })
     }
+
+    fn delete<'a>(&'a self, digest: &'a Digest) -> BoxFuture<'a, io::Result<()>> {
+        Box::pin(async move {
+            // S3's DeleteObject succeeds for a missing key; other stores may report NotFound.
+            match self.writer.delete(&self.location(digest)).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+                Err(error) => Err(self.error("delete", digest, error)),
+            }
+        })
+    }
 }
 
 /// Returns the part size for a file of `size` bytes: [`MIN_PART_SIZE`], or more when that

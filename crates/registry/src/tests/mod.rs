@@ -4,6 +4,7 @@
 mod auth_flow;
 mod blob_uploads;
 mod edge_cases;
+mod gc;
 mod manifest_api;
 mod tenancy;
 
@@ -21,6 +22,7 @@ use crate::reference::Digest;
 use crate::{Registry, RegistryConfig};
 
 pub(crate) struct TestRegistry {
+    pub registry: Registry,
     pub router: Router,
     pub db: Db,
     pub dir: tempfile::TempDir,
@@ -82,6 +84,7 @@ pub(crate) async fn setup() -> TestRegistry {
     let registry = Registry::new(db.clone(), config).await.unwrap();
     TestRegistry {
         router: registry.router(),
+        registry,
         db,
         dir,
         acme,
