@@ -28,6 +28,10 @@ pub(crate) struct BuilderPaths {
     pub log_file: PathBuf,
     pub pid_file: PathBuf,
     pub socket: PathBuf,
+    /// buildkitd's OpenTelemetry trace socket. Its default, /run/buildkit/otel-grpc.sock, is
+    /// one path for every buildkitd on the host, so two builders starting at once race to
+    /// bind it and one fails with "address already in use" (seen with v0.32.2).
+    pub trace_socket: PathBuf,
 }
 
 impl BuilderPaths {
@@ -41,6 +45,9 @@ impl BuilderPaths {
             log_file: state_dir.join("buildkitd.log"),
             pid_file: state_dir.join("buildkitd.pid"),
             socket: socket_dir.join(socket_name(workspace, platform)),
+            trace_socket: socket_dir
+                .join(socket_name(workspace, platform))
+                .with_extension("otl"),
             state_dir,
         }
     }

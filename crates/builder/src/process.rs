@@ -51,6 +51,8 @@ pub(crate) fn spawn_buildkitd(program: &Path, paths: &BuilderPaths) -> Result<Ch
         .arg(&paths.root_dir)
         .arg("--addr")
         .arg(address)
+        .arg("--otel-socket-path")
+        .arg(&paths.trace_socket)
         .stdin(Stdio::null())
         .stdout(log)
         .stderr(log_for_stderr)

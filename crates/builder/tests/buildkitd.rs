@@ -327,3 +327,41 @@ async fn acquire_after_shutdown_is_rejected() {
         .unwrap_err();
     assert!(matches!(error, BuilderError::ShuttingDown), "{error}");
 }
+
+#[tokio::test]
+async fn concurrent_builders_use_own_trace_sockets() {
+    require_buildkit();
+    // Each round starts four builders at the same moment, from two managers on separate data
+    // folders, as two servers on one host would: none may fail over a shared host path.
+    for round in 0..3 {
+        let first = tempfile::tempdir().unwrap();
+        let second = tempfile::tempdir().unwrap();
+        let manager_a = manager(config(first.path())).await;
+        let manager_b = manager(config(second.path())).await;
+        let (a_amd, a_arm, b_amd, b_arm) = tokio::join!(
+            manager_a.acquire("team-a", Platform::LINUX_AMD64),
+            manager_a.acquire("team-a", Platform::LINUX_ARM64),
+            manager_b.acquire("team-b", Platform::LINUX_AMD64),
+            manager_b.acquire("team-b", Platform::LINUX_ARM64),
+        );
+        for (name, result) in [
+            ("a amd64", a_amd),
+            ("a arm64", a_arm),
+            ("b amd64", b_amd),
+            ("b arm64", b_arm),
+        ] {
+            let lease =
+                result.unwrap_or_else(|e| panic!("round {round}: builder {name} failed: {e}"));
+            // Each builder has its own trace socket beside its gRPC socket, never the host-wide
+            // default that concurrent starts race to bind.
+            let trace_socket = lease.socket_path().with_extension("otl");
+            assert!(
+                trace_socket.exists(),
+                "round {round}: {name} has no {}",
+                trace_socket.display()
+            );
+        }
+        manager_a.shutdown().await;
+        manager_b.shutdown().await;
+    }
+}

@@ -136,6 +136,13 @@ async fn generated_config_is_passed_to_buildkitd() {
         args.contains(&format!("--addr unix://{}/run/", data.path().display())),
         "{args}"
     );
+    assert!(
+        args.contains(&format!(
+            "--otel-socket-path {}/run/",
+            data.path().display()
+        )),
+        "every builder needs its own trace socket: {args}"
+    );
     let toml = std::fs::read_to_string(config_file).unwrap();
     assert!(toml.contains("[registry.\"127.0.0.1:5000\"]"), "{toml}");
     assert!(toml.contains("platforms = [\"linux/arm64\"]"), "{toml}");
