@@ -99,7 +99,7 @@ impl ApiClient {
     }
 }
 
-/// The server's JSON error message, or the status and any plain-text body for other responses
+/// Returns the server's JSON error message, or the status and any plain-text body for other responses
 /// (a request rejected before Drydock's handlers, or a URL that is not a Drydock server).
 fn error_message(status: StatusCode, body: &[u8], url: &url::Url) -> String {
     let json_message = serde_json::from_slice::<Value>(body)

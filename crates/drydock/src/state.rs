@@ -13,7 +13,8 @@ use crate::env;
 /// Unix socket paths must fit in `sockaddr_un.sun_path` (108 bytes with the terminator).
 const MAX_SOCKET_PATH: usize = 100;
 
-/// The client's config folder: `--config-dir`/`DRYDOCK_CONFIG_DIR`, else `~/.config/drydock`.
+/// Returns the client's config folder: `--config-dir`/`DRYDOCK_CONFIG_DIR`, else
+/// `~/.config/drydock`.
 pub fn config_dir(explicit: Option<&Path>) -> Result<PathBuf> {
     if let Some(dir) = explicit {
         return Ok(dir.to_path_buf());
@@ -64,7 +65,7 @@ pub fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> Result<()> {
     write().with_context(|| format!("failed to write {}", path.display()))
 }
 
-/// The stored workspace token and what the server said about it.
+/// Stored workspace token with the details the server returned for it.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Credentials {
     pub server: String,
@@ -122,17 +123,13 @@ impl Credentials {
 
     /// When the token has expired, its expiry as RFC 3339.
     pub fn expired_at(&self) -> Option<String> {
-        (self.expires_at <= drydock_store::now_unix()).then(|| format_time(self.expires_at))
+        (self.expires_at <= drydock_store::now_unix()).then(|| format_unix(self.expires_at))
     }
 }
 
-pub fn format_time(unix: i64) -> String {
-    chrono::DateTime::from_timestamp(unix, 0)
-        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
-        .unwrap_or_else(|| unix.to_string())
-}
+pub use drydock_identity::format_unix;
 
-/// What `setup --background` records about a running proxy.
+/// Record that `setup --background` writes about a running proxy.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ProxyRecord {
     pub name: String,
@@ -192,7 +189,7 @@ pub fn proxy_run_dir(config_dir: &Path, name: &str) -> PathBuf {
         .join(&hex::encode(digest)[..16])
 }
 
-/// The socket file name for a platform: `linux/arm64` -> `linux-arm64.sock`.
+/// Returns the socket file name for a platform: `linux/arm64` -> `linux-arm64.sock`.
 pub fn socket_name(platform: &str) -> String {
     format!("{}.sock", platform.replace('/', "-"))
 }

@@ -125,7 +125,7 @@ impl Step {
     }
 }
 
-/// Whether step `id` downloaded or unpacked image layers (`#7 sha256:... 1.2MB / 1.2MB`,
+/// Checks whether step `id` downloaded or unpacked image layers (`#7 sha256:... 1.2MB / 1.2MB`,
 /// `#7 extracting sha256:...`).
 fn fetched_layers(log: &str, id: &str) -> bool {
     let prefix = format!("{id} ");

@@ -1,5 +1,5 @@
 //! OIDC exchange through the real CLI and server: only tokens that match a workspace's trust
-//! rule become workspace tokens, and builds with an expired or missing token say what to do.
+//! rule become workspace tokens, and builds with an expired or missing token print the fix.
 
 mod common;
 

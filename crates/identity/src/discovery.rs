@@ -60,13 +60,21 @@ pub(crate) async fn fetch_issuer_keys(
     Ok(keys)
 }
 
-/// Parses a URL that the server is about to fetch and rejects any that are not https,
-/// except plain http to a loopback host (`localhost`, 127.0.0.0/8, `::1`) for development.
-pub(crate) fn check_fetch_url(raw: &str) -> Result<Url, String> {
+/// Parses a URL that the server may fetch (an issuer, its discovery document or its keys) and
+/// rejects any that is not https, except plain http to a loopback host (`localhost`,
+/// 127.0.0.0/8, `::1`) for development. Link-local hosts, such as cloud metadata services,
+/// are rejected whatever the scheme.
+pub fn check_fetch_url(raw: &str) -> Result<Url, String> {
     let url = Url::parse(raw).map_err(|e| format!("invalid URL {raw:?}: {e}"))?;
     if !url.username().is_empty() || url.password().is_some() {
         return Err(format!(
             "URL {raw:?} contains credentials, which are not accepted"
+        ));
+    }
+    if is_link_local(url.host()) {
+        return Err(format!(
+            "URL {raw:?} names a link-local address (such as a cloud metadata service), \
+             which is not accepted"
         ));
     }
     match url.scheme() {
@@ -77,6 +85,14 @@ pub(crate) fn check_fetch_url(raw: &str) -> Result<Url, String> {
              localhost, 127.0.0.0/8 and ::1)"
         )),
         other => Err(format!("URL {raw:?} has scheme {other:?}; use https")),
+    }
+}
+
+fn is_link_local(host: Option<Host<&str>>) -> bool {
+    match host {
+        Some(Host::Ipv4(ip)) => ip.is_link_local(),
+        Some(Host::Ipv6(ip)) => (ip.segments()[0] & 0xffc0) == 0xfe80,
+        _ => false,
     }
 }
 
@@ -163,7 +179,6 @@ mod tests {
         for bad in [
             "http://example.com/x",
             "http://10.0.0.1/x",
-            "http://169.254.169.254/x",
             "http://localhost.example.com/x",
             "http://[::2]/x",
             "http://0.0.0.0/x",
@@ -184,5 +199,17 @@ mod tests {
         assert!(check_fetch_url("not a url")
             .unwrap_err()
             .contains("invalid URL"));
+    }
+
+    #[test]
+    fn link_local_hosts_are_rejected() {
+        for bad in [
+            "https://169.254.169.254/",
+            "http://169.254.169.254/",
+            "https://[fe80::1]/",
+        ] {
+            let err = check_fetch_url(bad).unwrap_err();
+            assert!(err.contains("link-local"), "{bad}: {err}");
+        }
     }
 }

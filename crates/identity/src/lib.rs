@@ -15,6 +15,7 @@ mod exchange_tests;
 #[cfg(test)]
 mod test_issuer;
 
+pub use discovery::check_fetch_url;
 pub use error::ExchangeError;
 pub use exchange::{ExchangedToken, OidcVerifier};
 pub use glob::subject_matches;

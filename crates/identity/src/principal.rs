@@ -16,7 +16,7 @@ pub enum Principal {
 }
 
 impl Principal {
-    /// The workspace this caller is confined to, or `None` for the operator.
+    /// Returns the workspace this caller is confined to, or `None` for the operator.
     pub fn workspace(&self) -> Option<&str> {
         match self {
             Principal::Operator => None,
@@ -24,7 +24,7 @@ impl Principal {
         }
     }
 
-    /// Whether this caller may act inside workspace `name`.
+    /// Checks whether this caller may act inside workspace `name`.
     pub fn can_access_workspace(&self, name: &str) -> bool {
         match self {
             Principal::Operator => true,
@@ -33,7 +33,7 @@ impl Principal {
     }
 }
 
-/// Why a token was not accepted. Messages never include the token.
+/// Reason a token was rejected. Messages never include the token.
 #[derive(Debug, thiserror::Error)]
 pub enum AuthError {
     #[error("missing token: run `drydock auth exchange-oidc-token` to get a workspace token")]

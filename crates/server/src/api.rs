@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 use crate::error::ApiError;
 use crate::state::AppState;
 
-/// The `/v1` API and the health check.
+/// Builds the router for the `/v1` API and the health check.
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
@@ -168,48 +168,14 @@ async fn add_trust_rule(
     Ok((StatusCode::CREATED, Json(json!(rule))))
 }
 
-/// Accepts `https://` issuers, and `http://` only on loopback (test and development issuers).
+/// Accepts the issuer only if the server may later fetch its discovery document: https, or
+/// plain http on loopback (test and development issuers).
 fn validate_issuer(issuer: &str) -> Result<(), ApiError> {
-    let invalid =
-        |reason: &str| ApiError::bad_request(format!("invalid issuer {issuer:?}: {reason}"));
-    let url = url::Url::parse(issuer).map_err(|e| {
-        invalid(&format!(
-            "{e}; pass the issuer URL exactly as the token's `iss` claim has it"
+    drydock_identity::check_fetch_url(issuer).map(drop).map_err(|reason| {
+        ApiError::bad_request(format!(
+            "invalid issuer: {reason}; pass the issuer URL exactly as the token's `iss` claim has it"
         ))
-    })?;
-    if !url.username().is_empty() || url.password().is_some() {
-        return Err(invalid("it must not contain credentials"));
-    }
-    if is_link_local_host(&url) {
-        return Err(invalid(
-            "link-local addresses (such as cloud metadata services) are not issuers",
-        ));
-    }
-    match url.scheme() {
-        "https" => Ok(()),
-        "http" if is_loopback_host(&url) => Ok(()),
-        "http" => Err(invalid(
-            "plain http is accepted only for loopback issuers; use https",
-        )),
-        other => Err(invalid(&format!("scheme {other:?} is not https"))),
-    }
-}
-
-fn is_link_local_host(url: &url::Url) -> bool {
-    match url.host() {
-        Some(url::Host::Ipv4(ip)) => ip.is_link_local(),
-        Some(url::Host::Ipv6(ip)) => (ip.segments()[0] & 0xffc0) == 0xfe80,
-        _ => false,
-    }
-}
-
-fn is_loopback_host(url: &url::Url) -> bool {
-    match url.host() {
-        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
-        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
-        Some(url::Host::Domain(name)) => name == "localhost",
-        None => false,
-    }
+    })
 }
 
 #[derive(Deserialize)]

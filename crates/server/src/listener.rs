@@ -113,7 +113,7 @@ pub async fn run(
     }
 
     // Builds still running through open tunnels push their results to this server's registry,
-    // so connections are accepted until the last tunnel closes; only new tunnels are refused.
+    // so connections are accepted until the last tunnel closes. Only new tunnels are rejected.
     tracing::info!(
         drain_secs = config.drain_timeout.as_secs(),
         "shutting down: draining builds"
@@ -285,7 +285,7 @@ fn lock_data_dir(data_dir: &Path) -> Result<Flock<std::fs::File>, ServerError> {
     Ok(lock)
 }
 
-/// Makes a file readable by its owner only: the metadata database holds the registry's
+/// Makes a file readable by its owner only: the metadata database contains the registry's
 /// token-signing key.
 fn restrict_file(path: &Path) -> Result<(), ServerError> {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(|source| {

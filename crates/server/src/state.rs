@@ -12,7 +12,7 @@ use url::Url;
 
 use crate::error::ApiError;
 
-/// What every request handler shares.
+/// State shared by every request handler.
 #[derive(Clone)]
 pub struct AppState {
     pub db: Db,
@@ -46,7 +46,7 @@ impl AppState {
         }
     }
 
-    /// The registry's `host:port`, as image references name it.
+    /// Returns the registry's `host:port`, as image references name it.
     pub fn registry_host(&self) -> String {
         host_port(&self.public_url)
     }

@@ -9,10 +9,10 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::io::{AsyncRead, AsyncWrite};
 
-/// How long a connection answered with errors is kept open for the client's further calls.
+/// How long a connection served with errors stays open for the client's further calls.
 const ERROR_CONNECTION_LIFETIME: Duration = Duration::from_secs(30);
 
-/// gRPC status codes used when the proxy answers a call itself.
+/// gRPC status codes the proxy returns when it fails a call itself.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum GrpcCode {
     Unavailable = 14,

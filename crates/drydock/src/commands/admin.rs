@@ -5,7 +5,7 @@ use serde_json::{json, Value};
 
 use crate::api_client::ApiClient;
 use crate::cli::{TrustCommand, WorkspaceCommand};
-use crate::state::format_time;
+use crate::state::format_unix;
 
 pub async fn workspace(client: &ApiClient, command: WorkspaceCommand) -> Result<ExitCode> {
     match command {
@@ -21,7 +21,7 @@ pub async fn workspace(client: &ApiClient, command: WorkspaceCommand) -> Result<
             for ws in listed["workspaces"].as_array().into_iter().flatten() {
                 let created = ws["created_at"]
                     .as_i64()
-                    .map(format_time)
+                    .map(format_unix)
                     .unwrap_or_default();
                 println!("{:<32} {created}", ws["name"].as_str().unwrap_or_default());
             }

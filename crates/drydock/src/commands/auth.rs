@@ -7,7 +7,7 @@ use serde_json::json;
 use super::{client_config_dir, server_url};
 use crate::api_client::ApiClient;
 use crate::cli::GlobalArgs;
-use crate::state::{format_time, Credentials};
+use crate::state::{format_unix, Credentials};
 
 #[derive(Deserialize)]
 struct Exchanged {
@@ -46,7 +46,7 @@ pub async fn exchange(global: &GlobalArgs, oidc_token: &str, workspace: &str) ->
     println!(
         "Workspace token for {} stored; it expires at {}.",
         credentials.workspace,
-        format_time(credentials.expires_at)
+        format_unix(credentials.expires_at)
     );
     Ok(ExitCode::SUCCESS)
 }
@@ -69,7 +69,7 @@ pub async fn status(global: &GlobalArgs) -> Result<ExitCode> {
     let remaining = credentials.expires_at - drydock_store::now_unix();
     println!(
         "Expires:   {} (in {}m {}s)",
-        format_time(credentials.expires_at),
+        format_unix(credentials.expires_at),
         remaining / 60,
         remaining % 60
     );

@@ -15,7 +15,7 @@ use super::{client_config_dir, server_url};
 use crate::api_client::ApiClient;
 use crate::cli::{GlobalArgs, ProxyArgs, SetupArgs};
 use crate::state::{
-    ensure_private_dir, format_time, proxy_run_dir, socket_name, Credentials, ProxyRecord,
+    ensure_private_dir, format_unix, proxy_run_dir, socket_name, Credentials, ProxyRecord,
     ProxySocket,
 };
 
@@ -192,7 +192,7 @@ fn docker(args: &[&str]) -> Result<String> {
     Ok(String::from_utf8_lossy(&output.stdout).into_owned())
 }
 
-/// Whether docker buildx has a builder `name`. It reads buildx's instance record rather than
+/// Checks whether docker buildx has a builder `name`. It reads buildx's instance record rather than
 /// running `docker buildx inspect`, which would dial every node and so wake the builders.
 fn builder_registered(name: &str) -> bool {
     super::docker_login::docker_config_dir()
@@ -311,7 +311,7 @@ pub async fn status(global: &GlobalArgs, name: &str) -> Result<ExitCode> {
             None => println!(
                 "Token:   workspace {}, expires at {}",
                 credentials.workspace,
-                format_time(credentials.expires_at)
+                format_unix(credentials.expires_at)
             ),
         },
         None => {

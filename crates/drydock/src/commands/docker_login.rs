@@ -8,7 +8,7 @@ use super::client_config_dir;
 use super::credential_helper::PROGRAM_NAME;
 use crate::cli::GlobalArgs;
 use crate::env;
-use crate::state::{ensure_private_dir, format_time, write_atomic, Credentials};
+use crate::state::{ensure_private_dir, format_unix, write_atomic, Credentials};
 
 /// The `credHelpers` value docker turns into `docker-credential-drydock`.
 const HELPER_SUFFIX: &str = "drydock";
@@ -38,7 +38,7 @@ pub async fn run(global: &GlobalArgs) -> Result<ExitCode> {
         credentials.registry,
         credentials.workspace,
         helper.display(),
-        format_time(credentials.expires_at)
+        format_unix(credentials.expires_at)
     );
     Ok(ExitCode::SUCCESS)
 }

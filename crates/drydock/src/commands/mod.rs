@@ -49,7 +49,7 @@ pub async fn dispatch(cli: Cli) -> Result<ExitCode> {
     }
 }
 
-/// The server URL: `--server`/`DRYDOCK_SERVER`, else the one the stored token came from.
+/// Returns the server URL: `--server`/`DRYDOCK_SERVER`, else the one the stored token came from.
 fn server_url(global: &GlobalArgs) -> Result<String> {
     if let Some(server) = &global.server {
         return Ok(server.trim_end_matches('/').to_owned());

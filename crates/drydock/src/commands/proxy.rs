@@ -68,7 +68,7 @@ pub async fn run(global: &GlobalArgs, args: ProxyArgs) -> Result<ExitCode> {
 
 /// Completes once this process's proxy record has been removed or names another process,
 /// so that a proxy whose setup was cleaned up or replaced does not linger. A proxy run in the
-/// foreground, which has no record, never sees one and keeps running.
+/// foreground, which has no record, never finds one and keeps running.
 async fn record_replaced(config_dir: PathBuf, name: String) {
     let own_pid = std::process::id();
     let mut seen_own_record = false;
@@ -121,7 +121,7 @@ impl Proxy {
                 "drydock: workspace token for {} expired at {expired_at}; run `drydock auth exchange-oidc-token` again",
                 credentials.workspace
             );
-            tracing::warn!(%platform, "refused a build: the workspace token has expired");
+            tracing::warn!(%platform, "rejected a build: the workspace token has expired");
             return serve_grpc_error(stream, GrpcCode::Unauthenticated, message).await;
         }
         let endpoint = match self.endpoint(&credentials.server) {
@@ -142,7 +142,7 @@ impl Proxy {
                 }
             }
             Err(DialError::Rejected { status, message }) => {
-                tracing::warn!(%platform, %status, %message, "server refused the tunnel");
+                tracing::warn!(%platform, %status, %message, "server rejected the tunnel");
                 let code = match status.as_u16() {
                     401 => GrpcCode::Unauthenticated,
                     403 => GrpcCode::PermissionDenied,

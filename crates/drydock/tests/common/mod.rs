@@ -89,7 +89,7 @@ impl Drop for Process {
     }
 }
 
-/// Where the test binaries live: beside this test's `drydock` binary.
+/// Returns the path of a workspace binary, which lives beside this test's `drydock` binary.
 pub fn bin(name: &str) -> PathBuf {
     let drydock = PathBuf::from(env!("CARGO_BIN_EXE_drydock"));
     let path = drydock.parent().unwrap().join(name);
@@ -289,7 +289,7 @@ pub fn make_tls_files(dir: &Path) -> TlsFiles {
     files
 }
 
-/// Whether a process is alive (a zombie awaiting its parent counts as exited).
+/// Checks whether a process is alive; a zombie awaiting its parent counts as exited.
 pub fn process_alive(pid: u32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
         Ok(stat) => {
@@ -418,7 +418,7 @@ impl Harness {
         client.token()
     }
 
-    /// A CI job's environment: its own drydock config folder and docker config.
+    /// Creates a CI job's environment: its own drydock config folder and docker config.
     pub fn client(&self, name: &str) -> Client {
         let home = self.dir.path().join(format!("client-{name}"));
         std::fs::create_dir_all(&home).unwrap();
@@ -529,7 +529,7 @@ impl Client {
             .env_remove("DRYDOCK_TOKEN")
             .envs(self.ca_env.iter().map(|(k, v)| (*k, v)))
             // buildx fetches registry tokens for BuildKit with Go's default roots; a private
-            // CA reaches it as SSL_CERT_FILE, as the README tells users.
+            // CA reaches it as SSL_CERT_FILE, as the README documents.
             .envs(self.ca_env.iter().map(|(_, v)| ("SSL_CERT_FILE", v)))
             .stdin(Stdio::null());
         command
@@ -539,7 +539,7 @@ impl Client {
         self.command(bin("drydock")).args(args).output().unwrap()
     }
 
-    /// A `docker ARGS` command in this job's environment, to spawn and wait for later.
+    /// Builds a `docker ARGS` command in this job's environment, to spawn and wait for later.
     pub fn docker_command(&self, args: &[&str]) -> Command {
         let mut command = self.command("docker");
         command.args(args);
